@@ -1,0 +1,67 @@
+# One entry point for set-up, the nightly pipeline, tests and benchmarks.
+#   make nightly   run the nightly pipeline on the embedded default (local Spark, ml-100k)
+#   make test      run the test suite (what CI runs)
+# Both create/refresh the virtual environment first; that step is a no-op once the pinned
+# requirements are installed (keyed on a hash of the requirements files).
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+REQS := requirements.txt requirements-horovod.txt requirements-data.txt
+REQS_HASH = $(shell cat $(REQS) | sha256sum | cut -c1-16)
+STAMP = $(VENV)/.installed-$(REQS_HASH)
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: setup check-java nightly test test-all bench-prep bench-train bench-recommend dist clean
+
+setup: check-java $(STAMP)
+
+check-java:
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	if [ -z "$$v" ]; then \
+	  echo "ERROR: Java not found. Spark 3.5 needs Java 17: install it (Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless) and set JAVA_HOME." >&2; exit 1; \
+	elif [ "$$v" != "17" ]; then \
+	  echo "ERROR: found Java $$v; this stack is tested with Java 17: install openjdk-17-jre-headless and point JAVA_HOME at it." >&2; exit 1; \
+	fi
+
+$(STAMP): $(REQS)
+	@echo ">>> creating $(VENV) with the pinned stack (first run only; builds Horovod, ~10 min on 2 cores)"
+	@command -v $(PYTHON) >/dev/null || { echo "ERROR: $(PYTHON) not found; install Python 3.11 (or make PYTHON=/path/to/python3.11)" >&2; exit 1; }
+	@command -v g++ >/dev/null || { echo "ERROR: g++ not found; Horovod compiles from source: sudo apt-get install -y g++" >&2; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==24.3.1"
+	$(PY) -m pip install --quiet -r requirements.txt
+	HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
+	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 \
+	  $(PY) -m pip install --quiet --no-cache-dir --no-build-isolation -r requirements-horovod.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(VENV)/bin/horovodrun --check-build
+	touch $(STAMP)
+
+nightly: setup
+	$(PY) -m pipelines.nightly $(ARGS)
+
+test: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-prep: setup
+	$(PY) -m benchmarks.bench_prep $(ARGS)
+
+bench-train: setup
+	$(PY) -m benchmarks.bench_train $(ARGS)
+
+bench-recommend: setup
+	$(PY) -m benchmarks.bench_recommend $(ARGS)
+
+dist: setup
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

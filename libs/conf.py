@@ -1,0 +1,316 @@
+"""Configuration: ``conf/base.yaml`` + ``conf/<env>.yaml`` + ``conf/datasets/<dataset>.yaml`` + ``--set``.
+
+The merged YAML is turned into a typed, validated :class:`Config`. An unknown key or a value of the
+wrong type fails at start-up with the dotted key path in the message, not deep inside a job.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import datetime as dt
+import os
+import typing
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+CONF_DIR_ENV = "NIGHTREC_CONF_DIR"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+# --- the schema of the configuration --------------------------------------------------------
+
+@dataclass
+class RunConf:
+    date: Optional[str] = None          # YYYY-MM-DD; default: today (UTC)
+    run_id: Optional[str] = None        # default: <date>-<random>
+
+
+@dataclass
+class SparkConf:
+    app_name: str = "nightrec"
+    master: Optional[str] = None        # only used outside spark-submit (which sets the master)
+    conf: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StorageConf:
+    warehouse: str = "warehouse"        # root folder/URI of all Delta tables and the model store
+    backend: str = "auto"               # auto | spark | delta-rs
+
+
+@dataclass
+class SourceConf:
+    """One raw input (interactions, items or users) of a dataset adapter."""
+
+    path: Optional[str] = None          # file, folder or glob; "pkg:<package>/<relative path>" for data shipped in a pip package
+    format: str = "csv"                 # csv | json | parquet
+    delimiter: str = ","
+    header: bool = True
+    columns: Dict[str, str] = field(default_factory=dict)   # our column -> source column
+    constants: Dict[str, str] = field(default_factory=dict)  # our column -> constant value
+    timestamp_format: str = "epoch_seconds"  # epoch_seconds | epoch_millis | iso
+    list_delimiter: str = "|"           # separator inside multi-valued fields (genres)
+    year_from_title: bool = False       # parse a trailing "(1995)" from the title when no year column
+
+
+@dataclass
+class DatasetConf:
+    name: str = ""
+    interactions: SourceConf = field(default_factory=SourceConf)
+    items: SourceConf = field(default_factory=SourceConf)
+    users: Optional[SourceConf] = None
+
+
+@dataclass
+class IngestConf:
+    event_types: List[str] = field(default_factory=lambda: ["rating", "click", "view", "purchase"])
+    max_bad_ratio: float = 0.05         # fail (and write nothing) above this share of quarantined rows
+    require_item_in_catalog: bool = True
+
+
+@dataclass
+class SessionsConf:
+    gap_minutes: int = 30
+
+
+@dataclass
+class FeaturesConf:
+    seed: int = 42
+    negatives_per_positive: int = 4
+    history_length: int = 20
+    eval_negatives: int = 99
+    title_max_tokens: int = 8
+    year_bucket_size: int = 5
+
+
+@dataclass
+class ModelConf:
+    embedding_dim: int = 32
+    hidden_units: List[int] = field(default_factory=lambda: [64, 32])
+    learning_rate: float = 0.001
+    batch_size: int = 256
+    epochs: int = 3
+    l2: float = 0.0
+    use_aux_loss: bool = True           # DIEN only
+    aux_loss_weight: float = 1.0        # DIEN only
+
+
+@dataclass
+class TrainConf:
+    num_proc: int = 2
+    models: List[str] = field(default_factory=lambda: ["deep_cf", "dien", "content"])
+    shuffle_seed: int = 7
+    deep_cf: ModelConf = field(default_factory=ModelConf)
+    dien: ModelConf = field(default_factory=ModelConf)
+    content: ModelConf = field(default_factory=ModelConf)
+
+
+@dataclass
+class RecommendConf:
+    k: int = 10
+    candidates: int = 100               # retrieval keeps this many items per user before ranking
+    block_size: int = 2048              # items per retrieval block
+    mode: str = "evaluate"              # evaluate (hold out latest) | production (train on everything)
+    weights: Dict[str, float] = field(default_factory=lambda: {"deep_cf": 0.5, "dien": 0.3, "content": 0.2})
+    fallback_days: int = 30             # popular items of the last N days for users without history
+
+
+@dataclass
+class Config:
+    env: str = "local"
+    dataset_name: str = "ml-100k"
+    run: RunConf = field(default_factory=RunConf)
+    spark: SparkConf = field(default_factory=SparkConf)
+    storage: StorageConf = field(default_factory=StorageConf)
+    dataset: DatasetConf = field(default_factory=DatasetConf)
+    ingest: IngestConf = field(default_factory=IngestConf)
+    sessions: SessionsConf = field(default_factory=SessionsConf)
+    features: FeaturesConf = field(default_factory=FeaturesConf)
+    train: TrainConf = field(default_factory=TrainConf)
+    recommend: RecommendConf = field(default_factory=RecommendConf)
+
+    @property
+    def run_date(self) -> dt.date:
+        return dt.date.fromisoformat(self.run.date)
+
+    def table_path(self, table: str) -> str:
+        return join_path(self.storage.warehouse, table)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- loading ----------------------------------------------------------------------------
+
+def join_path(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/")] + [p.strip("/") for p in parts])
+
+
+def conf_dir() -> Path:
+    """The conf/ folder: $NIGHTREC_CONF_DIR, else ./conf, else the one next to the package."""
+    if os.environ.get(CONF_DIR_ENV):
+        return Path(os.environ[CONF_DIR_ENV])
+    for candidate in (Path.cwd() / "conf", Path(__file__).resolve().parent.parent / "conf"):
+        if (candidate / "base.yaml").exists():
+            return candidate
+    raise ConfigError(f"conf/base.yaml not found (looked in ./conf and next to the package; set {CONF_DIR_ENV})")
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}`` with the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set has an empty key segment: {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    return nested
+
+
+def load_config(env: Optional[str] = None, dataset: Optional[str] = None,
+                overrides: Optional[List[str]] = None, directory: Optional[Path] = None) -> Config:
+    """Merge the YAML layers and overrides, validate, and fill run date / run id defaults."""
+    directory = Path(directory) if directory else conf_dir()
+    merged = _read_yaml(directory / "base.yaml")
+    override_tree: dict = {}
+    for text in overrides or []:
+        override_tree = deep_merge(override_tree, parse_override(text))
+    env = env or override_tree.get("env") or os.environ.get("NIGHTREC_ENV") or merged.get("env", "local")
+    merged = deep_merge(merged, _read_yaml(directory / f"{env}.yaml"))
+    merged["env"] = env
+    dataset = dataset or override_tree.get("dataset_name") or merged.get("dataset_name", "ml-100k")
+    merged = deep_merge(merged, {"dataset": _read_yaml(directory / "datasets" / f"{dataset}.yaml")})
+    merged["dataset_name"] = dataset
+    merged = deep_merge(merged, override_tree)
+    cfg = build(Config, merged, "")
+    _validate(cfg)
+    if not cfg.run.date:
+        cfg.run.date = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    if not cfg.run.run_id:
+        cfg.run.run_id = f"{cfg.run.date}-{uuid.uuid4().hex[:8]}"
+    return cfg
+
+
+def build(cls, data: Any, path: str):
+    """Build dataclass ``cls`` from ``data``, checking keys and types recursively."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(_join(path, k) for k in unknown)}; "
+                          f"valid keys here: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(hints[k], v, _join(path, k)) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _coerce(tp, value, path):
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce([a for a in args if a is not type(None)][0], value, path)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path)
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float, dt.date)) and not isinstance(value, bool):
+        return str(value)  # e.g. spark conf values, or a date YAML parsed for us
+    if tp in (int, float, bool, str) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{path}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _validate(cfg: Config) -> None:
+    def need(cond, msg):
+        if not cond:
+            raise ConfigError(msg)
+
+    need(cfg.storage.backend in ("auto", "spark", "delta-rs"), "storage.backend must be auto, spark or delta-rs")
+    need(cfg.recommend.mode in ("evaluate", "production"), "recommend.mode must be evaluate or production")
+    need(0 <= cfg.ingest.max_bad_ratio <= 1, "ingest.max_bad_ratio must be in [0, 1]")
+    need(cfg.train.num_proc >= 1, "train.num_proc must be >= 1")
+    unknown_models = set(cfg.train.models) - {"deep_cf", "dien", "content"}
+    need(not unknown_models, f"train.models: unknown model(s) {sorted(unknown_models)}")
+    need(cfg.features.history_length >= 1, "features.history_length must be >= 1")
+    need(cfg.recommend.k >= 1 and cfg.recommend.candidates >= cfg.recommend.k,
+         "recommend.candidates must be >= recommend.k >= 1")
+    for src_name in ("interactions", "items"):
+        src = getattr(cfg.dataset, src_name)
+        need(src.path, f"dataset.{src_name}.path is required (dataset adapter {cfg.dataset_name})")
+    for src_name, src in (("interactions", cfg.dataset.interactions), ("items", cfg.dataset.items),
+                          ("users", cfg.dataset.users)):
+        if src is None:
+            continue
+        need(src.format in ("csv", "json", "parquet"), f"dataset.{src_name}.format must be csv, json or parquet")
+        need(src.timestamp_format in ("epoch_seconds", "epoch_millis", "iso"),
+             f"dataset.{src_name}.timestamp_format must be epoch_seconds, epoch_millis or iso")
+    if cfg.run.date:
+        try:
+            dt.date.fromisoformat(cfg.run.date)
+        except ValueError as exc:
+            raise ConfigError(f"run.date must be YYYY-MM-DD, got {cfg.run.date!r}") from exc
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--env", help="environment conf (conf/<env>.yaml): local or cluster")
+    parser.add_argument("--dataset", help="dataset adapter (conf/datasets/<name>.yaml)")
+    parser.add_argument("--run-date", help="run date YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.num_proc=4 (repeatable)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides)
+    if args.run_date:
+        overrides.append(f"run.date={args.run_date}")
+    return load_config(env=args.env, dataset=args.dataset, overrides=overrides)

@@ -194,8 +194,8 @@ def parse_override(text: str) -> dict:
         raise ConfigError(f"--set has an empty key segment: {text!r}")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+    except (yaml.YAMLError, ValueError):  # e.g. "2024-13-45" looks like a date to YAML
+        value = raw  # keep the text; validation says what is wrong with it
     nested: Any = value
     for part in reversed(parts):
         nested = {part: nested}
@@ -240,6 +240,17 @@ def build(cls, data: Any, path: str):
     return cls(**kwargs)
 
 
+def _flatten(mapping: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -259,6 +270,8 @@ def _coerce(tp, value, path):
     if origin in (dict, Dict):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        if args[1] in (str, int, float, bool):
+            value = _flatten(value)  # --set spark.conf.spark.sql.x=1 arrives nested; keys have dots
         return {str(k): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

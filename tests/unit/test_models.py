@@ -1,0 +1,137 @@
+"""Models, layers and metrics on tiny synthetic data (no Spark)."""
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from libs import schema as S  # noqa: E402
+from libs.conf import ModelConf  # noqa: E402
+from libs.feature_specs import FeatureSpecs  # noqa: E402
+from libs.metrics import auc, ncf_hit_ndcg  # noqa: E402
+from libs.models import build_model, retrieval_embeddings, score, training_columns  # noqa: E402
+from libs.models.layers import (AttentionUnit, AUGRUCell, InterestEvolution, LengthMask,  # noqa: E402
+                                MaskedMeanPooling)
+
+SPECS = FeatureSpecs(n_users=9, n_items=13, n_tokens=11, n_genres=4, n_year_buckets=5,
+                     history_length=5, title_max_tokens=3)
+
+
+def synthetic_batch(n=64, seed=0):
+    """Columns of every model input; label 1 when the item is even (something learnable)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, SPECS.history_length + 1, n).astype(np.int32)
+    steps = np.arange(SPECS.history_length)[None, :] < lengths[:, None]
+    items = rng.integers(1, SPECS.n_items, n).astype(np.int32)
+    return {
+        S.USER_IDX: rng.integers(1, SPECS.n_users, n).astype(np.int32),
+        S.ITEM_IDX: items,
+        S.HIST_ITEMS: (rng.integers(1, SPECS.n_items, (n, SPECS.history_length)) * steps).astype(np.int32),
+        S.HIST_NEG_ITEMS: (rng.integers(1, SPECS.n_items, (n, SPECS.history_length)) * steps).astype(np.int32),
+        S.HIST_LEN: lengths,
+        S.TITLE_TOKENS: rng.integers(0, SPECS.n_tokens, (n, SPECS.title_max_tokens)).astype(np.int32),
+        S.GENRE_MULTI_HOT: rng.integers(0, 2, (n, SPECS.n_genres)).astype(np.float32),
+        S.YEAR_BUCKET: rng.integers(0, SPECS.n_year_buckets, n).astype(np.int32),
+        S.LABEL: (items % 2 == 0).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("name", ["deep_cf", "dien", "content"])
+class TestEveryModel:
+    conf = ModelConf(embedding_dim=8, hidden_units=[16, 8], learning_rate=0.01, l2=1e-6)
+
+    def test_trains_predicts_saves_and_reloads_the_same(self, name, tmp_path):
+        batch = synthetic_batch()
+        columns = [c for c in training_columns(name, self.conf) if c != S.LABEL]
+        model = build_model(name, SPECS, self.conf)
+        model.compile(tf.keras.optimizers.Adam(self.conf.learning_rate), "binary_crossentropy")
+        history = model.fit({c: batch[c] for c in columns}, batch[S.LABEL], batch_size=16, epochs=3, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"]))
+        assert history.history["loss"][-1] < history.history["loss"][0]
+
+        before = score(model, batch)
+        assert before.shape == (64,) and np.all((before > 0) & (before < 1))
+        path = str(tmp_path / f"{name}.keras")
+        model.save(path)
+        reloaded = tf.keras.models.load_model(path, compile=False)
+        np.testing.assert_allclose(score(reloaded, batch), before, rtol=1e-5, atol=1e-6)
+
+    def test_a_fresh_model_shares_no_layer_with_another(self, name):
+        first, second = build_model(name, SPECS, self.conf), build_model(name, SPECS, self.conf)
+        assert not {id(w) for w in first.weights} & {id(w) for w in second.weights}
+
+
+def test_dien_aux_loss_is_added_only_when_switched_on():
+    batch = synthetic_batch(8)
+    with_aux = build_model("dien", SPECS, ModelConf(embedding_dim=8, hidden_units=[8], use_aux_loss=True))
+    without = build_model("dien", SPECS, ModelConf(embedding_dim=8, hidden_units=[8], use_aux_loss=False))
+    feed = {c: batch[c] for c in training_columns("dien", ModelConf(use_aux_loss=True)) if c != S.LABEL}
+    with_aux(feed, training=True)
+    assert len(with_aux.losses) == 1 and float(with_aux.losses[0]) > 0
+    without({c: v for c, v in feed.items() if c != S.HIST_NEG_ITEMS}, training=True)
+    assert without.losses == []
+    assert S.HIST_NEG_ITEMS not in without.input
+
+
+def test_deep_cf_retrieval_embeddings_reproduce_the_gmf_logit_part():
+    model = build_model("deep_cf", SPECS, ModelConf(embedding_dim=4, hidden_units=[8]))
+    users, items = retrieval_embeddings("deep_cf", model)
+    assert users.shape == (SPECS.n_users, 4) and items.shape == (SPECS.n_items, 4)
+    gmf = model.get_layer("gmf_user_embedding").get_weights()[0][3] * model.get_layer(
+        "gmf_item_embedding").get_weights()[0][5]
+    weights = model.get_layer("prediction").get_weights()[0][:4, 0]
+    np.testing.assert_allclose(users[3] @ items[5], gmf @ weights, rtol=1e-5)
+
+
+# --- layers -------------------------------------------------------------------------------------
+
+def test_length_mask_and_masked_mean_pooling():
+    mask = LengthMask(3)(tf.constant([0, 2]))
+    assert mask.numpy().tolist() == [[False, False, False], [True, True, False]]
+    values = tf.constant([[[1.0], [2.0], [3.0]], [[1.0], [3.0], [100.0]]])
+    np.testing.assert_allclose(MaskedMeanPooling()([values, mask]).numpy(), [[0.0], [2.0]])
+
+
+def test_attention_unit_weights_sum_to_one_over_valid_steps_only():
+    mask = tf.constant([[True, True, False, False], [False, False, False, False]])
+    weights = AttentionUnit([4])([tf.ones((2, 3)), tf.random.normal((2, 4, 3)), mask]).numpy()
+    assert weights.shape == (2, 4)
+    np.testing.assert_allclose(weights.sum(axis=1), [1.0, 0.0], atol=1e-6)
+    assert np.all(weights[0, 2:] == 0)
+
+
+def test_augru_with_zero_attention_keeps_the_state_and_evolution_shape():
+    cell = AUGRUCell(3)
+    state = tf.constant([[0.5, -0.5, 0.1]])
+    new_state, _ = cell(tf.concat([tf.random.normal((1, 2)), tf.zeros((1, 1))], axis=-1), [state])
+    np.testing.assert_allclose(new_state.numpy(), state.numpy(), rtol=1e-6)
+    evolved = InterestEvolution(6)([tf.random.normal((2, 4, 3)), tf.fill((2, 4), 0.25),
+                                    tf.constant([[True] * 4, [True, False, False, False]])])
+    assert evolved.shape == (2, 6)
+
+
+# --- metrics (values worked out by hand) -----------------------------------------------------
+
+def test_hit_ratio_and_ndcg_by_hand_with_ties_ranked_below():
+    # user 1: positive 0.9 beats both negatives -> rank 0 -> HR 1, NDCG 1
+    # user 2: negatives 0.8 and 0.5 (tie with the positive 0.5) -> rank 2 -> in top 3: NDCG 1/log2(4) = 0.5
+    # user 3: negatives 0.7, 0.6 above the positive 0.1 -> rank 2, but with k=2 a miss
+    users = [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    labels = [1, 0, 0, 0, 1, 0, 0, 0, 1]
+    scores = [0.9, 0.2, 0.3, 0.8, 0.5, 0.5, 0.7, 0.6, 0.1]
+    hr, ndcg = ncf_hit_ndcg(users, labels, scores, k=3)
+    assert hr == pytest.approx(1.0)
+    assert ndcg == pytest.approx((1.0 + 0.5 + 0.5) / 3)
+    hr2, ndcg2 = ncf_hit_ndcg(users, labels, scores, k=2)
+    assert hr2 == pytest.approx(1 / 3)
+    assert ndcg2 == pytest.approx(1 / 3)
+
+
+def test_all_equal_scores_put_the_positive_last():
+    hr, ndcg = ncf_hit_ndcg([7] * 4, [0, 1, 0, 0], [0.5] * 4, k=3)
+    assert hr == 0.0 and ndcg == 0.0
+
+
+def test_auc_by_hand_with_a_tie_counting_half():
+    # positives 0.9, 0.4; negatives 0.4, 0.1: pairs (0.9>0.4, 0.9>0.1, 0.4=0.4 -> 1/2, 0.4>0.1) = 3.5/4
+    assert auc([1, 1, 0, 0], [0.9, 0.4, 0.4, 0.1]) == pytest.approx(0.875)
+    assert auc([0, 1], [0.2, 0.3]) == pytest.approx(1.0)

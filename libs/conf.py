@@ -89,6 +89,8 @@ class FeaturesConf:
     eval_negatives: int = 99
     title_max_tokens: int = 8
     year_bucket_size: int = 5
+    year_origin: int = 1900             # YEAR_BUCKET 1 holds years before origin + bucket size; 0 = unknown
+    rows_per_training_file: int = 200_000  # training tables get at least rows / this many files
 
 
 @dataclass
@@ -108,6 +110,7 @@ class TrainConf:
     num_proc: int = 2
     models: List[str] = field(default_factory=lambda: ["deep_cf", "dien", "content"])
     shuffle_seed: int = 7
+    shuffle_buffer: int = 10000         # rows mixed across row groups per rank (row groups are shuffled too)
     deep_cf: ModelConf = field(default_factory=ModelConf)
     dien: ModelConf = field(default_factory=ModelConf)
     content: ModelConf = field(default_factory=ModelConf)

@@ -98,11 +98,14 @@ class FeatureSpecs:
 
     @classmethod
     def from_store(cls, store, cfg, versions: Optional[Dict[str, int]] = None) -> "FeatureSpecs":
-        """Sizes from the vocab tables and ITEM_FEATURES at ``versions`` (default: latest).
+        """Sizes from the vocab tables, USER_FEATURES and ITEM_FEATURES at ``versions`` (default: latest).
+
+        List lengths come from the tables (what the models will be fed), the configuration's
+        ``features.history_length`` / ``title_max_tokens`` only when the tables are empty.
 
         Args:
             store: a :class:`libs.storage.DeltaStore`.
-            cfg: the :class:`libs.conf.Config` (history and title lengths).
+            cfg: the :class:`libs.conf.Config`.
         """
         from pyspark.sql import functions as F
 
@@ -114,6 +117,7 @@ class FeatureSpecs:
         def max_plus_one(spec, column):
             return int(read(spec).agg(F.max(column)).first()[0] or 0) + 1
 
+        history_length = read(S.USER_FEATURES).agg(F.max(F.size(S.HIST_ITEMS))).first()[0]
         item_row = read(S.ITEM_FEATURES).agg(F.max(S.YEAR_BUCKET), F.max(F.size(S.GENRE_MULTI_HOT)),
                                              F.max(F.size(S.TITLE_TOKENS)), F.max(S.ITEM_IDX)).first()
         return cls(
@@ -122,6 +126,6 @@ class FeatureSpecs:
             n_tokens=max_plus_one(S.VOCAB_TOKENS, S.TOKEN_IDX),
             n_genres=int(item_row[1] or 0),
             n_year_buckets=int(item_row[0] or 0) + 1,
-            history_length=cfg.features.history_length,
+            history_length=int(history_length or cfg.features.history_length),
             title_max_tokens=int(item_row[2] or cfg.features.title_max_tokens),
         )

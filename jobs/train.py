@@ -1,0 +1,199 @@
+"""Train deep_cf, dien and/or content with Horovod inside Spark, then evaluate each on the held-out tables.
+
+extract: the Delta versions of the feature tables and the active files of each training table.
+train:   ``horovod.spark.run`` with ``train.num_proc`` ranks (:mod:`libs.training`); rank 0 saves the
+         run to the model store.
+evaluate: the saved model, reloaded, on EVAL_CANDIDATES (NCF protocol HR@10 / NDCG@10; users'
+         histories from USER_FEATURES, item content from ITEM_FEATURES), DIEN also on SEQ_EXAMPLES
+         split=test (AUC); the popularity baseline on the same rows. Metrics go into the record and
+         the run is published as the model's latest.
+
+Evaluation scores the candidates on the driver (ml-1m: 604k rows), see :mod:`libs.metrics`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import functions as F
+
+from libs import schema as S
+from libs.feature_specs import FeatureSpecs
+from libs.log import step
+from libs.metrics import auc, ncf_hit_ndcg, popularity_scores
+from libs.model_store import ModelStore
+from libs.runtime import JobContext, job_main
+
+log = logging.getLogger(__name__)
+
+EVAL_K = 10
+NCF_PROTOCOL = "ncf"
+SEQUENCE_PROTOCOL = "sequence"
+MODEL_NAMES = ("deep_cf", "dien", "content")
+FEATURE_TABLES = (S.VOCAB_USERS, S.VOCAB_ITEMS, S.VOCAB_TOKENS, S.VOCAB_GENRES, S.USER_FEATURES,
+                  S.ITEM_FEATURES, S.EVAL_CANDIDATES, S.SEQ_EXAMPLES)
+
+
+@dataclass
+class EvalData:
+    """The NCF candidates with every model input gathered per row, plus DIEN's test examples."""
+
+    candidates: Dict[str, np.ndarray]   # column -> (N,) or (N, L); includes LABEL
+    popularity: pd.Series               # POPULARITY by ITEM_IDX
+    seq_test: Dict[str, np.ndarray]     # SEQ_EXAMPLES split=test columns; includes LABEL
+
+
+def _stack(series: pd.Series, dtype) -> np.ndarray:
+    """A column of equal-length arrays (from Spark) -> (N, L) array."""
+    return np.stack(series.to_numpy()).astype(dtype) if len(series) else np.zeros((0, 0), dtype)
+
+
+def _by_index(frame: pd.DataFrame, index_column: str, column: str, size: int, dtype) -> np.ndarray:
+    """Rows of ``column`` placed at their index: (size,) or (size, L); missing indexes are zeros."""
+    values = _stack(frame[column], dtype) if frame[column].dtype == object else frame[column].to_numpy(dtype)
+    out = np.zeros((size,) + values.shape[1:], dtype)
+    out[frame[index_column].to_numpy()] = values
+    return out
+
+
+def load_eval_data(ctx: JobContext, versions: Dict[str, int], specs: FeatureSpecs) -> EvalData:
+    store = ctx.store
+    candidates = (store.read(S.EVAL_CANDIDATES.name, versions[S.EVAL_CANDIDATES.name])
+                  .filter(F.col(S.PROTOCOL) == NCF_PROTOCOL)
+                  .select(S.USER_IDX, S.ITEM_IDX, S.LABEL).toPandas())
+    users = store.read(S.USER_FEATURES.name, versions[S.USER_FEATURES.name]).select(
+        S.USER_IDX, S.HIST_ITEMS, S.HIST_LEN).toPandas()
+    items = store.read(S.ITEM_FEATURES.name, versions[S.ITEM_FEATURES.name]).select(
+        S.ITEM_IDX, S.POPULARITY, S.TITLE_TOKENS, S.GENRE_MULTI_HOT, S.YEAR_BUCKET).toPandas()
+    user_idx = candidates[S.USER_IDX].to_numpy(np.int32)
+    item_idx = candidates[S.ITEM_IDX].to_numpy(np.int32)
+    columns = {S.USER_IDX: user_idx, S.ITEM_IDX: item_idx, S.LABEL: candidates[S.LABEL].to_numpy(np.float32)}
+    for column, dtype in ((S.HIST_ITEMS, np.int32), (S.HIST_LEN, np.int32)):
+        columns[column] = _by_index(users, S.USER_IDX, column, specs.n_users, dtype)[user_idx]
+    for column, dtype in ((S.TITLE_TOKENS, np.int32), (S.GENRE_MULTI_HOT, np.float32), (S.YEAR_BUCKET, np.int32)):
+        columns[column] = _by_index(items, S.ITEM_IDX, column, specs.n_items, dtype)[item_idx]
+
+    seq = (store.read(S.SEQ_EXAMPLES.name, versions[S.SEQ_EXAMPLES.name])
+           .filter(F.col(S.SPLIT) == S.SPLIT_TEST)
+           .select(S.USER_IDX, S.ITEM_IDX, S.HIST_ITEMS, S.HIST_LEN, S.LABEL).toPandas())
+    seq_test = {S.USER_IDX: seq[S.USER_IDX].to_numpy(np.int32), S.ITEM_IDX: seq[S.ITEM_IDX].to_numpy(np.int32),
+                S.HIST_ITEMS: _stack(seq[S.HIST_ITEMS], np.int32), S.HIST_LEN: seq[S.HIST_LEN].to_numpy(np.int32),
+                S.LABEL: seq[S.LABEL].to_numpy(np.float32)}
+    return EvalData(columns, items.set_index(S.ITEM_IDX)[S.POPULARITY], seq_test)
+
+
+Metrics = Dict[str, Dict[str, float]]  # protocol -> metric -> value
+
+
+def ncf_metrics(data: EvalData, scores: np.ndarray) -> Dict[str, float]:
+    hr, ndcg = ncf_hit_ndcg(data.candidates[S.USER_IDX], data.candidates[S.LABEL], scores, EVAL_K)
+    return {f"hr@{EVAL_K}": hr, f"ndcg@{EVAL_K}": ndcg}
+
+
+def popularity_metrics(data: EvalData) -> Metrics:
+    """The popularity baseline on the same rows as the models."""
+    metrics = {NCF_PROTOCOL: ncf_metrics(data, popularity_scores(data.candidates[S.ITEM_IDX], data.popularity))}
+    if len(data.seq_test[S.LABEL]):
+        metrics[SEQUENCE_PROTOCOL] = {"auc": auc(data.seq_test[S.LABEL],
+                                                 popularity_scores(data.seq_test[S.ITEM_IDX], data.popularity))}
+    return metrics
+
+
+def evaluate_model(name: str, model, data: EvalData) -> Metrics:
+    """HR/NDCG@10 on the NCF candidates; for DIEN also AUC on its next-item test examples."""
+    from libs.models import inference_columns, score
+
+    metrics = {NCF_PROTOCOL: ncf_metrics(data, score(model, {c: data.candidates[c]
+                                                              for c in inference_columns(name)}))}
+    if name == "dien" and len(data.seq_test[S.LABEL]):
+        metrics[SEQUENCE_PROTOCOL] = {"auc": auc(data.seq_test[S.LABEL], score(
+            model, {c: data.seq_test[c] for c in inference_columns(name)}))}
+    return metrics
+
+
+def train_one(ctx: JobContext, name: str, versions: Dict[str, int], specs: FeatureSpecs,
+              eval_data: EvalData, baseline: Dict[str, float]) -> dict:
+    """Train ``name`` with Horovod, evaluate the saved model, record the metrics, publish the run."""
+    from libs.models import training_table
+    from libs.training import TrainTask, run_training
+
+    cfg, store = ctx.cfg, ctx.store
+    table = training_table(name).name
+    version = store.version(table)
+    if version is None:
+        raise RuntimeError(f"training table {table} does not exist; run the features job first")
+    train_rows = store.read(table, version).filter(F.col(S.SPLIT) == S.SPLIT_TRAIN).count()
+    read_versions = {**versions, table: version}
+    task = TrainTask(
+        model=name, run_id=cfg.run.run_id, run_date=cfg.run.date, specs=specs, conf=getattr(cfg.train, name),
+        files=store.active_files(table, version), train_rows=train_rows, warehouse=store.root,
+        shuffle_seed=cfg.train.shuffle_seed, shuffle_buffer=cfg.train.shuffle_buffer,
+        record={"training_table": table, "table_versions": read_versions,
+                "table_rows": {table: store.num_rows(table, version)}})
+    with step(log, f"train {name}") as result:
+        summary = run_training(task, cfg.train.num_proc)
+        result.add(f"{table} train rows", train_rows)
+    models = ModelStore(store.root)
+    with step(log, f"evaluate {name}") as result:
+        metrics = evaluate_model(name, models.load(name, cfg.run.run_id), eval_data)
+        result.add("candidates", len(eval_data.candidates[S.LABEL]))
+    models.update_metrics(name, cfg.run.run_id, metrics)
+    models.update_record(name, cfg.run.run_id, {"popularity_baseline": baseline})
+    models.publish(name, cfg.run.run_id)
+    log.info("%s run %s: %s (popularity: %s); %.0f examples/s in the last epoch", name, cfg.run.run_id,
+             _fmt(metrics), _fmt(baseline), summary["examples_per_sec"][-1])
+    return {"run_id": cfg.run.run_id, "metrics": metrics, "epoch_loss": summary["epoch_loss"],
+            "examples_per_sec": summary["examples_per_sec"]}
+
+
+def _fmt(metrics: Metrics) -> str:
+    return ", ".join(f"{p}/{k}={v:.4f}" for p, figures in metrics.items() for k, v in figures.items())
+
+
+def run(ctx: JobContext, models: Optional[Sequence[str]] = None) -> dict:
+    """Train and evaluate ``models`` (default: ``--model``, else ``train.models``).
+
+    Returns ``{model: {"run_id", "metrics", "epoch_loss", "examples_per_sec"}, "popularity": metrics}``.
+    """
+    requested = models or _models_from_args(ctx) or ctx.cfg.train.models
+    unknown = set(requested) - set(MODEL_NAMES)
+    if unknown:
+        raise ValueError(f"unknown model(s) {sorted(unknown)}; choose from {MODEL_NAMES}")
+    store = ctx.store
+    missing = [t.name for t in FEATURE_TABLES if not store.exists(t.name)]
+    if missing:
+        raise RuntimeError(f"feature tables missing: {missing}; run the features job first")
+    versions = {t.name: store.version(t.name) for t in FEATURE_TABLES}
+    specs = FeatureSpecs.from_store(store, ctx.cfg, versions)
+    log.info("feature versions %s; %s", versions, specs)
+    with step(log, "load evaluation data"):
+        eval_data = load_eval_data(ctx, versions, specs)
+    baseline = popularity_metrics(eval_data)
+    log.info("popularity baseline: %s", _fmt(baseline))
+    results: dict = {"popularity": baseline}
+    for name in requested:
+        results[name] = train_one(ctx, name, versions, specs, eval_data, baseline)
+    return results
+
+
+def _models_from_args(ctx: JobContext):
+    choice = getattr(ctx.args, "model", None) if ctx.args is not None else None
+    if not choice:
+        return None
+    return list(MODEL_NAMES) if choice == "all" else [choice]
+
+
+def _add_args(parser):
+    parser.add_argument("--model", choices=list(MODEL_NAMES) + ["all"],
+                        help="model to train (default: train.models of the configuration)")
+
+
+def main(argv=None):
+    return job_main("train", run, argv, add_args=_add_args)
+
+
+if __name__ == "__main__":
+    main()

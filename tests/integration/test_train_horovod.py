@@ -1,0 +1,126 @@
+"""The training job trains every model with two Horovod ranks over Petastorm shards of small Delta tables."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from libs import schema as S
+from libs.streaming import min_files_for_training
+
+pytestmark = [pytest.mark.spark, pytest.mark.horovod]
+
+N_USERS, N_ITEMS, HIST, TOKENS, GENRES = 12, 30, 5, 3, 4
+EPOCHS, BATCH = 2, 16
+
+
+def _history(rng, n):
+    length = int(rng.integers(0, HIST + 1))
+    items = [int(i) for i in rng.integers(1, N_ITEMS + 1, length)]
+    return items + [0] * (HIST - length), length
+
+
+def synthetic_tables(seed=0):
+    """Rows of every table the training job reads, tiny and conforming to the TableSpecs."""
+    rng = np.random.default_rng(seed)
+    users, items = range(1, N_USERS + 1), range(1, N_ITEMS + 1)
+    tables = {
+        S.VOCAB_USERS: [(f"u{u}", u) for u in users],
+        S.VOCAB_ITEMS: [(f"i{i}", i) for i in items],
+        S.VOCAB_TOKENS: [(f"t{t}", t) for t in range(1, 11)],
+        S.VOCAB_GENRES: [(f"g{g}", g) for g in range(GENRES)],
+    }
+    tables[S.USER_FEATURES] = [(u, 5, 5, None, None, 1.0, *_history(rng, HIST)) for u in users]
+    tables[S.ITEM_FEATURES] = [
+        (i, int(rng.integers(0, 50)), 3, None, 2.0, [int(t) for t in rng.integers(0, 11, TOKENS)],
+         [float(g) for g in rng.integers(0, 2, GENRES)], 1990, int(rng.integers(0, 4))) for i in items]
+    cf, seq, content = [], [], []
+    for u in users:
+        for _ in range(30):
+            item, label = int(rng.integers(1, N_ITEMS + 1)), float(rng.integers(0, 2))
+            hist, length = _history(rng, HIST)
+            neg = [int(x) if h else 0 for x, h in zip(rng.integers(1, N_ITEMS + 1, HIST), hist)]
+            split = S.SPLIT_TEST if len(seq) % 10 == 0 else S.SPLIT_TRAIN
+            cf.append((u, item, label, S.SPLIT_TRAIN))
+            seq.append((u, hist, neg, length, item, label, split))
+            features = tables[S.ITEM_FEATURES][item - 1]
+            content.append((u, hist, length, item, features[5], features[6], features[8], label, split))
+    tables[S.CF_EXAMPLES], tables[S.SEQ_EXAMPLES], tables[S.CONTENT_EXAMPLES] = cf, seq, content
+    tables[S.EVAL_CANDIDATES] = [(u, int(i), float(j == 0), "ncf") for u in users
+                                 for j, i in enumerate(rng.choice(np.arange(1, N_ITEMS + 1), 12, replace=False))]
+    return tables
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory):
+    """Feature tables written with >= 8 files each, and the job run for all three models."""
+    from jobs import train
+    from libs.runtime import JobContext
+    from libs.storage import DeltaStore
+    from tests.conftest import make_config
+
+    warehouse = str(tmp_path_factory.mktemp("train") / "warehouse")
+    store = DeltaStore(spark, warehouse, backend="delta-rs", run_id="test-run")
+    for spec, rows in synthetic_tables().items():
+        df = spark.createDataFrame(rows, spec.schema).repartition(min_files_for_training(2))
+        store.write(df, spec.name)
+    small = {f"train.{m}.{key}": value for m in ("deep_cf", "dien", "content")
+             for key, value in (("embedding_dim", 8), ("hidden_units", "[8]"), ("batch_size", BATCH),
+                                ("epochs", EPOCHS), ("learning_rate", 0.01))}
+    cfg = make_config(warehouse, **small, **{"train.num_proc": 2, "train.shuffle_buffer": 64})
+    ctx = JobContext(spark, cfg, store)
+    results = train.run(ctx, models=["deep_cf", "dien", "content"])
+    return ctx, results
+
+
+@pytest.mark.parametrize("name", ["deep_cf", "dien", "content"])
+class TestTrainedWithTwoRanks:
+    def test_record_holds_versions_rows_losses_and_metrics(self, trained, name):
+        from libs.model_store import ModelStore
+        from libs.models import training_table
+
+        ctx, results = trained
+        store, table = ctx.store, training_table(name).name
+        record = ModelStore(ctx.cfg.storage.warehouse).record(name)
+        assert record["run_id"] == "test-run" == results[name]["run_id"]
+        assert record["table_versions"][table] == store.version(table) == 0
+        assert record["table_versions"][S.EVAL_CANDIDATES.name] == 0
+        assert record["table_rows"][table] == N_USERS * 30
+        train_rows = N_USERS * 30 if name == "deep_cf" else N_USERS * 30 - N_USERS * 3
+        assert record["train_rows"] == train_rows
+        assert record["num_proc"] == 2
+        assert record["steps_per_epoch"] == train_rows // (BATCH * 2)
+        assert record["hyper_parameters"]["embedding_dim"] == 8
+        assert len(record["epoch_loss"]) == EPOCHS and all(np.isfinite(record["epoch_loss"]))
+        assert len(record["examples_per_sec"]) == EPOCHS and min(record["examples_per_sec"]) > 0
+        ncf = record["metrics"]["ncf"]
+        assert 0.0 <= ncf["hr@10"] <= 1.0 and 0.0 <= ncf["ndcg@10"] <= ncf["hr@10"]
+        assert ("sequence" in record["metrics"]) == (name == "dien")
+        assert set(record["popularity_baseline"]) == {"ncf", "sequence"}
+
+    def test_reloaded_model_predicts_as_the_final_checkpoint(self, trained, name):
+        import tensorflow as tf
+
+        from jobs.train import FEATURE_TABLES, load_eval_data
+        from libs.feature_specs import FeatureSpecs
+        from libs.model_store import ModelStore
+        from libs.models import build_model, inference_columns, score
+
+        ctx, _ = trained
+        models = ModelStore(ctx.cfg.storage.warehouse)
+        assert models.latest_run(name) == "test-run"
+        versions = {t.name: 0 for t in FEATURE_TABLES}
+        specs = FeatureSpecs.from_store(ctx.store, ctx.cfg, versions)
+        assert specs == FeatureSpecs(N_USERS + 1, N_ITEMS + 1, 11, GENRES, 4, HIST, TOKENS)
+        inputs = {c: v for c, v in load_eval_data(ctx, versions, specs).candidates.items()
+                  if c in inference_columns(name)}
+
+        checkpointed = build_model(name, specs, getattr(ctx.cfg.train, name))
+        checkpoint = os.path.join(models.checkpoint_dir(name, "test-run"), f"epoch-{EPOCHS:02d}")
+        checkpointed.load_weights(checkpoint).expect_partial()
+        expected = score(checkpointed, inputs)
+        np.testing.assert_allclose(score(models.load(name), inputs), expected, rtol=1e-5, atol=1e-6)
+        assert np.std(expected) > 0
+        with open(os.path.join(models.run_dir(name, "test-run"), "record.json")) as fh:
+            assert json.load(fh)["model"] == name
+        tf.keras.backend.clear_session()

@@ -1,0 +1,173 @@
+"""Ingest transforms on small hand-made files: every quarantine reason, dedup, parsing, failure."""
+import datetime as dt
+import json
+
+import pytest
+
+from jobs import ingest
+from jobs.ingest import IngestError
+from libs import schema as S
+from libs.conf import IngestConf, SourceConf
+from libs.runtime import JobContext
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.spark
+
+EVENT_COLUMNS = {S.USER_ID: "u", S.ITEM_ID: "i", "timestamp": "ts", S.VALUE: "r", S.EVENT_TYPE: "type"}
+
+
+def _write_lines(path, lines, crlf=True):
+    path.write_bytes(("\r\n" if crlf else "\n").join(lines).encode() + b"\n")
+    return str(path)
+
+
+def _ts(seconds):
+    return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)
+
+
+def test_every_event_reason_and_dedup(spark, tmp_path):
+    lines = {
+        "u1\ti1\t100\t5\trating": ingest.DUPLICATE_EVENT,        # same key as the next line, sorts after it
+        "u1\ti1\t100\t4\trating": None,                          # kept: first by raw text
+        "u2\ti2\t100": ingest.MALFORMED_LINE,                    # 3 of 5 fields
+        "": ingest.MALFORMED_LINE,                               # blank line
+        "\ti1\t100\t3\trating": ingest.MISSING_USER_ID,
+        "\t\tyesterday\t3\trating": ingest.MISSING_USER_ID,      # several faults: the first check wins
+        "u2\t \t100\t3\trating": ingest.MISSING_ITEM_ID,         # blank after trimming
+        "u2\ti1\tyesterday\t3\trating": ingest.UNPARSEABLE_TIMESTAMP,
+        "u2\ti1\t200\t3\tlike": ingest.UNKNOWN_EVENT_TYPE,
+        "u2\ti1\t200\tfive\trating": ingest.UNPARSEABLE_VALUE,
+        "u2\ti9\t200\t3\trating": ingest.ITEM_NOT_IN_CATALOG,
+        "u3\ti2\t300.5\t\tclick": None,                          # empty value is allowed (null)
+    }
+    path = _write_lines(tmp_path / "log.tsv", ["u\ti\tts\tr\ttype"] + list(lines))
+    src = SourceConf(path=path, delimiter="\t", columns=EVENT_COLUMNS)
+    catalog = spark.createDataFrame([("i1",), ("i2",)], "item_id string")
+    out = ingest.classify_events(ingest.read_raw(spark, src), src, IngestConf(event_types=["rating", "click"]),
+                                 catalog).collect()
+
+    assert len(out) == len(lines)  # header dropped, every line classified exactly once
+    assert {r[S.RAW_RECORD]: r[S.REASON] for r in out} == lines  # \r stripped from the raw text
+    events = ingest.to_events(spark.createDataFrame(out), "run-1").collect()
+    assert sorted((e[S.USER_ID], e[S.ITEM_ID], e[S.EVENT_TS], e[S.EVENT_TYPE], e[S.VALUE], e[S.EVENT_DATE])
+                  for e in events) == [
+        ("u1", "i1", _ts(100), "rating", 4.0, dt.date(1970, 1, 1)),
+        ("u3", "i2", _ts(300.5), "click", None, dt.date(1970, 1, 1))]
+
+
+def test_catalog_check_is_optional(spark, tmp_path):
+    path = _write_lines(tmp_path / "log.tsv", ["u\ti\tts\tr\ttype", "u2\ti9\t200\t3\trating"])
+    src = SourceConf(path=path, delimiter="\t", columns=EVENT_COLUMNS)
+    out = ingest.classify_events(ingest.read_raw(spark, src), src, IngestConf()).collect()
+    assert [r[S.REASON] for r in out] == [None]
+
+
+def test_timestamp_formats(spark):
+    df = spark.createDataFrame([("1700000000000", "2024-01-15T10:30:00Z", "1e30"),
+                                ("17e11", "2024-01-15 10:30:00", "nan"),
+                                ("x", "15/01/2024", "")], "ms string, iso string, sec string")
+    rows = df.select(ingest.parse_timestamp(df.ms, "epoch_millis").alias("ms"),
+                     ingest.parse_timestamp(df.iso, "iso").alias("iso"),
+                     ingest.parse_timestamp(df.sec, "epoch_seconds").alias("sec")).collect()
+    assert [tuple(r) for r in rows] == [
+        (dt.datetime(2023, 11, 14, 22, 13, 20), dt.datetime(2024, 1, 15, 10, 30), None),
+        (dt.datetime(2023, 11, 14, 22, 13, 20), dt.datetime(2024, 1, 15, 10, 30), None),
+        (None, None, None)]
+
+
+def test_items_reasons_year_genres_attributes(spark, tmp_path):
+    lines = ["id\ttitle\tyear\tgenres\tstudio",
+             "1\tToy Story\t1995.0\tAnimation Comedy\tPixar",
+             "1\tToy Story again\t1995\tComedy\tX",     # duplicate id; "\t" sorts before " ": line 1 is kept
+             "2\tHeat\tunknown\t\tWB",
+             "\tNo id\t2000\tDrama\tY",
+             "3\tBroken"]
+    src = SourceConf(path=_write_lines(tmp_path / "items.tsv", lines), delimiter="\t", list_delimiter=" ",
+                     columns={S.ITEM_ID: "id", S.TITLE: "title", S.YEAR: "year", S.GENRES: "genres"})
+    out = ingest.classify_items(ingest.read_raw(spark, src), src).collect()
+    assert sorted((r[S.RAW_RECORD], r[S.REASON]) for r in out if r[S.REASON]) == sorted([
+        ("1\tToy Story again\t1995\tComedy\tX", ingest.DUPLICATE_ITEM_ID),
+        ("\tNo id\t2000\tDrama\tY", ingest.MISSING_ITEM_ID),
+        ("3\tBroken", ingest.MALFORMED_LINE)])
+    valid = sorted((r[S.ITEM_ID], r[S.TITLE], r[S.GENRES], r[S.YEAR], r[S.ATTRIBUTES])
+                   for r in out if r[S.REASON] is None)
+    assert valid == [("1", "Toy Story", ["Animation", "Comedy"], 1995, {"studio": "Pixar"}),
+                     ("2", "Heat", [], None, {"studio": "WB"})]
+
+
+def test_year_from_title_and_users(spark, tmp_path):
+    items = SourceConf(path=_write_lines(tmp_path / "items.csv", ["id,title", "7,Heat (1995)", "8,Heat"]),
+                       columns={S.ITEM_ID: "id", S.TITLE: "title"}, year_from_title=True)
+    years = {r[S.ITEM_ID]: r[S.YEAR] for r in ingest.classify_items(ingest.read_raw(spark, items), items).collect()}
+    assert years == {"7": 1995, "8": None}
+
+    users = SourceConf(path=_write_lines(tmp_path / "users.csv", ["id,age", "a,30", "a,31", ",40"]),
+                       columns={S.USER_ID: "id"})
+    out = ingest.classify_users(ingest.read_raw(spark, users), users).collect()
+    assert sorted((r[S.RAW_RECORD], r[S.REASON]) for r in out) == [
+        (",40", ingest.MISSING_USER_ID), ("a,30", None), ("a,31", ingest.DUPLICATE_USER_ID)]
+
+
+def test_json_lines_and_parquet_sources(spark, tmp_path):
+    good = json.dumps({"user": 7, "item": "i1", "ts": "2024-01-15T10:00:00Z", "extra": [1]})
+    path = _write_lines(tmp_path / "log.jsonl", [good, '{"user": 8, "item": '], crlf=False)
+    src = SourceConf(path=path, format="json", timestamp_format="iso", constants={S.EVENT_TYPE: "click"},
+                     columns={S.USER_ID: "user", S.ITEM_ID: "item", "timestamp": "ts"})
+    out = {r[S.RAW_RECORD]: r for r in ingest.classify_events(ingest.read_raw(spark, src), src, IngestConf()).collect()}
+    assert out['{"user": 8, "item": '][S.REASON] == ingest.MALFORMED_LINE
+    assert (out[good][S.USER_ID], out[good][S.EVENT_TS], out[good][S.EVENT_TYPE], out[good][S.REASON]) == \
+        ("7", dt.datetime(2024, 1, 15, 10), "click", None)
+
+    pq = str(tmp_path / "log.parquet")
+    spark.createDataFrame([("u1", "i1", 1700000000123), ("u2", None, 1)], "uid string, iid string, ms long") \
+        .coalesce(1).write.parquet(pq)
+    src = SourceConf(path=pq, format="parquet", timestamp_format="epoch_millis", constants={S.EVENT_TYPE: "view"},
+                     columns={S.USER_ID: "uid", S.ITEM_ID: "iid", "timestamp": "ms"})
+    out = sorted(ingest.classify_events(ingest.read_raw(spark, src), src, IngestConf()).collect(),
+                 key=lambda r: r[S.USER_ID])
+    assert [(r[S.USER_ID], r[S.EVENT_TS], r[S.REASON]) for r in out] == [
+        ("u1", dt.datetime(2023, 11, 14, 22, 13, 20, 123000), None), ("u2", dt.datetime(1970, 1, 1, 0, 0, 0, 1000), ingest.MISSING_ITEM_ID)]
+    assert json.loads(out[0][S.RAW_RECORD]) == {"uid": "u1", "iid": "i1", "ms": 1700000000123}
+
+
+def test_bad_ratio_check():
+    ingest.check_bad_ratio("interactions", {None: 95, "malformed_line": 5}, 0.05)  # at the limit: fine
+    with pytest.raises(IngestError, match=r"interactions: 6 of 100 rows \(6.00%\).*malformed_line=6"):
+        ingest.check_bad_ratio("interactions", {None: 94, "malformed_line": 6}, 0.05)
+
+
+def _small_adapter(tmp_path, interaction_lines):
+    """Files in the ml-100k adapter's layout (its headers), so the adapter conf applies as is."""
+    inter = _write_lines(tmp_path / "x.inter", ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+                         + interaction_lines)
+    item = _write_lines(tmp_path / "x.item", ["item_id:token\tmovie_title:token_seq\trelease_year:token\t"
+                                              "class:token_seq", "1\tToy Story\t1995\tAnimation Comedy",
+                                              "2\tHeat\t1995\tAction"])
+    user = _write_lines(tmp_path / "x.user", ["user_id:token\tage:token", "u1\t30", "u2\t40"])
+    return {"dataset.interactions.path": inter, "dataset.items.path": item, "dataset.users.path": user}
+
+
+def test_too_many_bad_rows_fails_and_writes_nothing(spark, store, warehouse, tmp_path):
+    files = _small_adapter(tmp_path, ["u1\t1\t5\t881250949", "u1\t7\t5\t881250949", "u2\t1\t5"])
+    ctx = JobContext(spark, make_config(warehouse, **files), store)
+    with pytest.raises(IngestError, match="interactions: 2 of 3 rows .*nothing was written"):
+        ingest.run(ctx)
+    assert not any(store.exists(t.name) for t in (S.EVENTS, S.ITEMS, S.USERS, S.QUARANTINE))
+
+
+def test_run_writes_every_row_once_and_reruns_replace(spark, store, warehouse, tmp_path):
+    files = _small_adapter(tmp_path, ["u1\t1\t5\t881250949", "u1\t1\t4\t881250949", "u2\t2\t3\t881337349",
+                                      "u2\t9\t3\t881337349"])
+    ctx = JobContext(spark, make_config(warehouse, **{"ingest.max_bad_ratio": 0.5, **files}), store)
+    for _ in range(2):  # the rerun of the same date replaces, never duplicates
+        rows = ingest.run(ctx)
+        assert rows == {S.EVENTS.name: 2, S.ITEMS.name: 2, S.USERS.name: 2, S.QUARANTINE.name: 2}
+        events = store.read(S.EVENTS.name).collect()
+        assert sorted((e[S.USER_ID], e[S.ITEM_ID], e[S.VALUE], str(e[S.EVENT_DATE])) for e in events) == [
+            ("u1", "1", 4.0, "1997-12-04"), ("u2", "2", 3.0, "1997-12-05")]
+        quarantine = store.read(S.QUARANTINE.name).collect()
+        assert sorted((q[S.SOURCE_TABLE], q[S.REASON], q[S.RUN_DATE]) for q in quarantine) == [
+            ("interactions", ingest.DUPLICATE_EVENT, dt.date(2024, 1, 15)),
+            ("interactions", ingest.ITEM_NOT_IN_CATALOG, dt.date(2024, 1, 15))]
+    assert store.partition_columns(S.EVENTS.name) == [S.EVENT_DATE]
+    assert store.schema(S.QUARANTINE.name) == S.QUARANTINE.schema

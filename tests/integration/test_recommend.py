@@ -1,0 +1,124 @@
+"""The recommend job on a small hand-made warehouse with real (small, untrained) saved models.
+
+Users u1..u5 (index 1..5), items i1..i8 (index 1..8). i8 never had an interaction (cold: only the
+content model can score it). u4 has seen every other item, u5 has no history (fallback).
+"""
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from libs import schema as S
+from libs.runtime import make_context
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.spark
+
+K = 3
+RUN_DATE = dt.date(2024, 1, 15)
+SEEN = {1: [1, 2], 2: [3], 3: [1, 4, 5], 4: [1, 2, 3, 4, 5, 6, 7]}
+# events for the fallback: within the last 30 days up to the run date, i2 and i6 have 2 interactions, i3 one
+RECENT = [("u1", "i2"), ("u2", "i2"), ("u3", "i6"), ("u4", "i6"), ("u1", "i3")]
+OLD = [("u1", "i1")] * 5  # popular long ago: outside the fallback window
+
+
+def _write_fixture_tables(spark, store):
+    def write(spec, rows):
+        store.write(S.conform(spark.createDataFrame(rows, spec.schema), spec), spec.name,
+                    partition_by=list(spec.partition_by))
+
+    write(S.VOCAB_USERS, [(f"u{i}", i) for i in range(1, 6)])
+    write(S.VOCAB_ITEMS, [(f"i{i}", i) for i in range(1, 9)])
+    write(S.VOCAB_TOKENS, [("t1", 1), ("t2", 2), ("t3", 3), ("t4", 4)])
+    ts = dt.datetime(2024, 1, 10)
+    write(S.USER_FEATURES, [
+        (u, len(items), len(items), ts, ts, 5.0, (items[-3:] + [0, 0, 0])[:3], min(len(items), 3))
+        for u, items in SEEN.items()])
+    popularity = {i: sum(i in items for items in SEEN.values()) for i in range(1, 9)}
+    write(S.ITEM_FEATURES, [
+        (i, popularity[i], popularity[i], ts if popularity[i] else None, 1.0, [i % 4 + 1, 0],
+         [float(i % 2), float(i % 3 == 0), 1.0], 1990 + i, i % 2 + 1) for i in range(1, 9)])
+    write(S.CF_EXAMPLES, [(u, i, 1.0, "train") for u, items in SEEN.items() for i in items]
+          + [(1, 8, 0.0, "train")])
+    events = [(u, i, dt.datetime(2024, 1, 10), "rating", None, "f", "r", dt.date(2024, 1, 10)) for u, i in RECENT]
+    events += [(u, i, dt.datetime(2023, 6, 1), "rating", None, "f", "r", dt.date(2023, 6, 1)) for u, i in OLD]
+    write(S.EVENTS, events)
+
+
+def _save_untrained_models(cfg):
+    from libs import models as registry
+    from libs.feature_specs import FeatureSpecs
+    from libs.model_store import ModelStore
+
+    specs = FeatureSpecs(n_users=6, n_items=9, n_tokens=5, n_genres=3, n_year_buckets=3,
+                         history_length=3, title_max_tokens=2)
+    store = ModelStore(cfg.storage.warehouse)
+    for name in ("deep_cf", "dien", "content"):
+        model = registry.build_model(name, specs, getattr(cfg.train, name))
+        store.save(name, "r1", model, {"specs": specs.to_dict()})
+        store.publish(name, "r1")
+
+
+@pytest.fixture(scope="module")
+def ctx(spark, tmp_path_factory):
+    warehouse = str(tmp_path_factory.mktemp("recommend") / "warehouse")
+    cfg = make_config(warehouse, **{
+        "recommend.k": K, "recommend.candidates": 5, "recommend.block_size": 3,
+        **{f"train.{m}.embedding_dim": 4 for m in ("deep_cf", "dien", "content")},
+        **{f"train.{m}.hidden_units": "[8]" for m in ("deep_cf", "dien", "content")}})
+    context = make_context(cfg)
+    _write_fixture_tables(spark, context.store)
+    _save_untrained_models(cfg)
+    return context
+
+
+def _recs(ctx, run_date=RUN_DATE):
+    df = ctx.store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == F.lit(run_date))
+    return sorted(tuple(r) for r in df.select(S.USER_ID, S.RANK, S.ITEM_ID, S.SCORE, S.SOURCE, S.MODEL_RUN).collect())
+
+
+def test_every_user_gets_k_unseen_items_with_original_ids(ctx):
+    from jobs import recommend
+
+    rows = recommend.run(ctx)
+    recs = _recs(ctx)
+    assert rows == {S.RECOMMENDATIONS.name: len(recs)}
+    by_user = {}
+    for user, rank, item, score, source, model_run in recs:
+        by_user.setdefault(user, []).append((rank, item, score, source))
+        assert model_run == "content=r1;deep_cf=r1;dien=r1"
+    assert sorted(by_user) == ["u1", "u2", "u3", "u4", "u5"]
+    for user_idx, seen in SEEN.items():
+        items = [item for _, item, _, _ in by_user[f"u{user_idx}"]]
+        assert not {f"i{i}" for i in seen} & set(items), f"u{user_idx} got a seen item"
+        assert len(items) == min(K, 8 - len(seen))
+        ranks = [rank for rank, *_ in by_user[f"u{user_idx}"]]
+        scores = [score for _, _, score, _ in by_user[f"u{user_idx}"]]
+        assert ranks == list(range(1, len(ranks) + 1)) and scores == sorted(scores, reverse=True)
+    # u4 has seen every warm item: only the cold item, scored by the content model, is left
+    assert [(item, source) for _, item, _, source in by_user["u4"]] == [("i8", "ranked")]
+    assert all(0.0 <= score <= 1.0 for _, _, score, source in sum(by_user.values(), []) if source == "ranked")
+
+
+def test_user_without_history_gets_recent_popular_fallback(ctx):
+    from jobs import recommend
+
+    recommend.run(ctx)
+    fallback = [(rank, item, score, source) for user, rank, item, score, source, _ in _recs(ctx) if user == "u5"]
+    # last 30 days up to the run date: i2 and i6 twice (tie -> lower index first), i3 once; i1 is older
+    assert fallback == [(1, "i2", 2.0, "fallback"), (2, "i6", 2.0, "fallback"), (3, "i3", 1.0, "fallback")]
+
+
+def test_output_is_deterministic_and_a_rerun_replaces_the_date(ctx):
+    from jobs import recommend
+
+    recommend.run(ctx)
+    first = _recs(ctx)
+    recommend.run(ctx)
+    assert _recs(ctx) == first, "same models and data must give the same rows"
+    assert ctx.store.read(S.RECOMMENDATIONS.name).count() == len(first), "rerun must replace, not append"
+    other = make_context(make_config(ctx.cfg.storage.warehouse, **{"run.date": "2024-01-16", "recommend.k": K,
+                                                                 "recommend.candidates": 5}))
+    recommend.run(other)
+    assert ctx.store.read(S.RECOMMENDATIONS.name).count() == 2 * len(first)
+    assert _recs(ctx) == first

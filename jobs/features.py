@@ -1,0 +1,299 @@
+"""Features: vocabularies, user and item features, training examples and evaluation candidates.
+
+* Timeline: a user's interactions ordered by (event time, item index). In ``recommend.mode=evaluate``
+  the last one (latest time; on a tie the larger item index) is held out as the test item when the
+  user has at least 2 interactions; in ``production`` mode nothing is held out.
+* Negative sampling: uniform over the item vocabulary ``1..max index``, never an item the user
+  interacted with in any split, from a generator seeded by (``features.seed``, table, user index),
+  so reruns and any partitioning draw the same items.
+* Recency (DAYS_SINCE_LAST) is measured from the end of the run date (midnight UTC after it).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from typing import Dict
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+from pyspark.sql.group import GroupedData
+
+from libs import schema as S
+from libs.conf import Config
+from libs.contract import conform_exact
+from libs.features import (events_until, history_windows, latest, non_null_elements, pad_right,
+                           sample_negatives, stable_vocabulary, title_tokens, user_rng)
+from libs.log import step
+from libs.runtime import JobContext, job_main
+from libs.streaming import min_files_for_training
+
+log = logging.getLogger(__name__)
+
+IS_TEST = "_is_test"
+TS_MICROS = "_ts"
+# independent random streams per table, so changing one table's sampling leaves the others alone
+STREAM_CF, STREAM_SEQ, STREAM_EVAL = 1, 2, 3
+_MICROS_PER_DAY = 86_400 * 1_000_000
+
+
+# --- vocabularies -----------------------------------------------------------------------------
+
+def build_vocabularies(events: DataFrame, items: DataFrame, existing: Dict[str, DataFrame]) -> Dict[str, DataFrame]:
+    """The four vocabularies, extending ``existing`` (table name -> current vocabulary) if present.
+
+    Items come from the catalog and the events (an item outside the catalog still gets an index);
+    genre indices start at 0 because they are positions in GENRE_MULTI_HOT.
+    """
+    item_keys = items.select(S.ITEM_ID).unionByName(events.select(S.ITEM_ID))
+    tokens = items.select(F.explode(title_tokens(F.col(S.TITLE))).alias(S.TOKEN))
+    genres = items.select(F.explode(S.GENRES).alias(S.GENRE))
+    return {
+        S.VOCAB_USERS.name: stable_vocabulary(events, S.USER_ID, S.USER_IDX, existing.get(S.VOCAB_USERS.name)),
+        S.VOCAB_ITEMS.name: stable_vocabulary(item_keys, S.ITEM_ID, S.ITEM_IDX, existing.get(S.VOCAB_ITEMS.name)),
+        S.VOCAB_TOKENS.name: stable_vocabulary(tokens, S.TOKEN, S.TOKEN_IDX, existing.get(S.VOCAB_TOKENS.name)),
+        S.VOCAB_GENRES.name: stable_vocabulary(genres, S.GENRE, S.GENRE_IDX, existing.get(S.VOCAB_GENRES.name),
+                                               start=0),
+    }
+
+
+# --- interactions and hold-out ----------------------------------------------------------------
+
+def indexed_interactions(events: DataFrame, vocab_users: DataFrame, vocab_items: DataFrame) -> DataFrame:
+    """USER_IDX, ITEM_IDX, EVENT_TS of every event."""
+    return (events.select(S.USER_ID, S.ITEM_ID, S.EVENT_TS)
+            .join(vocab_users, S.USER_ID).join(vocab_items, S.ITEM_ID)
+            .select(S.USER_IDX, S.ITEM_IDX, S.EVENT_TS))
+
+
+def mark_holdout(interactions: DataFrame, hold_out: bool) -> DataFrame:
+    """Add IS_TEST: true for each user's latest interaction when ``hold_out`` and the user has >= 2."""
+    if not hold_out:
+        return interactions.withColumn(IS_TEST, F.lit(False))
+    newest_first = Window.partitionBy(S.USER_IDX).orderBy(F.desc(S.EVENT_TS), F.desc(S.ITEM_IDX))
+    per_user = Window.partitionBy(S.USER_IDX)
+    is_test = (F.row_number().over(newest_first) == 1) & (F.count(F.lit(1)).over(per_user) >= 2)
+    return interactions.withColumn(IS_TEST, is_test)
+
+
+# --- user and item features -------------------------------------------------------------------
+
+def _end_of_day_micros(run_date: dt.date) -> int:
+    midnight = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    return int(midnight.timestamp()) * 1_000_000
+
+
+def _days_since(ts_column, run_date: dt.date):
+    return ((F.lit(_end_of_day_micros(run_date)) - F.unix_micros(ts_column)) / _MICROS_PER_DAY).cast("float")
+
+
+def user_features(marked: DataFrame, run_date: dt.date, history_length: int) -> DataFrame:
+    """Activity of each user's training interactions; HIST_ITEMS = latest L items, oldest first."""
+    train = marked.where(~F.col(IS_TEST))
+    timeline = F.transform(F.array_sort(F.collect_list(F.struct(S.EVENT_TS, S.ITEM_IDX))),
+                           lambda e: e[S.ITEM_IDX])
+    agg = train.groupBy(S.USER_IDX).agg(
+        F.count(F.lit(1)).alias(S.INTERACTION_COUNT), F.countDistinct(S.ITEM_IDX).alias(S.DISTINCT_ITEMS),
+        F.min(S.EVENT_TS).alias(S.FIRST_TS), F.max(S.EVENT_TS).alias(S.LAST_TS), timeline.alias("_timeline"))
+    return S.conform(agg.select(
+        "*", _days_since(F.col(S.LAST_TS), run_date).alias(S.DAYS_SINCE_LAST),
+        pad_right(latest(F.col("_timeline"), history_length), history_length).alias(S.HIST_ITEMS),
+        F.least(F.size("_timeline"), F.lit(history_length)).alias(S.HIST_LEN)).drop("_timeline"),
+        S.USER_FEATURES)
+
+
+def item_features(marked: DataFrame, items: DataFrame, vocab_items: DataFrame, vocab_tokens: DataFrame,
+                  vocab_genres: DataFrame, num_genres: int, cfg: Config) -> DataFrame:
+    """Popularity of every vocabulary item in the training interactions, plus its content."""
+    fc = cfg.features
+    train = marked.where(~F.col(IS_TEST))
+    stats = train.groupBy(S.ITEM_IDX).agg(
+        F.count(F.lit(1)).alias(S.POPULARITY), F.countDistinct(S.USER_IDX).alias(S.USER_COUNT),
+        F.max(S.EVENT_TS).alias(S.LAST_TS))
+    tokens = (items.select(S.ITEM_ID, F.posexplode(title_tokens(F.col(S.TITLE))).alias("_pos", S.TOKEN))
+              .join(vocab_tokens, S.TOKEN)
+              .groupBy(S.ITEM_ID)
+              .agg(F.transform(F.array_sort(F.collect_list(F.struct("_pos", S.TOKEN_IDX))),
+                               lambda t: t[S.TOKEN_IDX]).alias("_tokens")))
+    genre_set = (items.select(S.ITEM_ID, F.explode(S.GENRES).alias(S.GENRE)).join(vocab_genres, S.GENRE)
+                 .groupBy(S.ITEM_ID).agg(F.collect_set(S.GENRE_IDX).alias("_genres")))
+    multi_hot = F.transform(F.array_repeat(F.lit(0.0), num_genres),
+                            lambda _, i: F.when(F.array_contains(F.coalesce("_genres", F.array().cast("array<int>")), i), 1.0)
+                            .otherwise(0.0))
+    year_bucket = F.when(F.col(S.YEAR).isNull(), 0).otherwise(
+        F.greatest(F.floor((F.col(S.YEAR) - fc.year_origin) / fc.year_bucket_size) + 1, F.lit(1)))
+    joined = (vocab_items.join(items.select(S.ITEM_ID, S.YEAR), S.ITEM_ID, "left")
+              .join(tokens, S.ITEM_ID, "left").join(genre_set, S.ITEM_ID, "left")
+              .join(stats, S.ITEM_IDX, "left"))
+    return S.conform(joined.select(
+        S.ITEM_IDX, F.coalesce(S.POPULARITY, F.lit(0)).alias(S.POPULARITY),
+        F.coalesce(S.USER_COUNT, F.lit(0)).alias(S.USER_COUNT), S.LAST_TS,
+        _days_since(F.col(S.LAST_TS), run_date=cfg.run_date).alias(S.DAYS_SINCE_LAST),
+        pad_right(F.coalesce("_tokens", F.array().cast("array<int>")), fc.title_max_tokens).alias(S.TITLE_TOKENS),
+        multi_hot.alias(S.GENRE_MULTI_HOT), S.YEAR, year_bucket.alias(S.YEAR_BUCKET)), S.ITEM_FEATURES)
+
+
+# --- examples (one user per pandas call) ------------------------------------------------------
+
+def _user_frames(marked: DataFrame) -> GroupedData:
+    return (marked.select(S.USER_IDX, S.ITEM_IDX, F.unix_micros(S.EVENT_TS).alias(TS_MICROS), IS_TEST)
+            .groupBy(S.USER_IDX))
+
+
+def _timeline(pdf: pd.DataFrame) -> pd.DataFrame:
+    """One user's rows in timeline order; the held-out row, the latest, comes last."""
+    return pdf.sort_values([TS_MICROS, S.ITEM_IDX], kind="stable", ignore_index=True)
+
+
+def _array_column(matrix: np.ndarray) -> pd.Series:
+    """(rows, L) -> a column of length-L arrays; object dtype so Arrow converts it even when empty."""
+    return pd.Series(list(matrix), dtype=object)
+
+
+def cf_examples(marked: DataFrame, num_items: int, negatives_per_positive: int, seed: int) -> DataFrame:
+    """Each distinct (user, item) of the training interactions (label 1) plus N negatives (label 0)."""
+
+    def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
+        user = int(pdf[S.USER_IDX].iat[0])
+        positives = np.unique(pdf.loc[~pdf[IS_TEST], S.ITEM_IDX].to_numpy())
+        negatives = sample_negatives(user_rng(seed, user, STREAM_CF), pdf[S.ITEM_IDX].to_numpy(), num_items,
+                                     len(positives) * negatives_per_positive)
+        return pd.DataFrame({
+            S.USER_IDX: np.int32(user), S.ITEM_IDX: np.concatenate([positives, negatives]).astype(np.int32),
+            S.LABEL: np.repeat(np.float32([1.0, 0.0]), [len(positives), len(negatives)]),
+            S.SPLIT: S.SPLIT_TRAIN})
+
+    return _user_frames(marked).applyInPandas(per_user, S.CF_EXAMPLES.schema)
+
+
+def seq_examples(marked: DataFrame, num_items: int, history_length: int, seed: int) -> DataFrame:
+    """DIEN examples: for every training interaction after the user's first, and for the held-out one,
+    the history before it (latest L, oldest first, right-padded), a positive row for the item and a
+    negative row for a sampled item sharing that history. HIST_NEG_ITEMS holds, per history position,
+    a sampled negative fixed for that position of the user's timeline (the auxiliary loss contrasts
+    it with the real next item). Held-out rows have split=test and train rows split=train.
+    """
+
+    def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
+        pdf = _timeline(pdf)
+        user = int(pdf[S.USER_IDX].iat[0])
+        touched = pdf[S.ITEM_IDX].to_numpy(np.int64)
+        is_test = pdf[IS_TEST].to_numpy(bool)
+        train, held_out = touched[~is_test], touched[is_test]
+        rng = user_rng(seed, user, STREAM_SEQ)
+        timeline_negatives = sample_negatives(rng, touched, num_items, len(train))
+        # targets: train positions 1..n-1, then the held-out item at position n (after all train items)
+        positions = np.arange(1, len(train) + len(held_out))
+        targets = np.concatenate([train[1:], held_out])
+        target_negatives = sample_negatives(rng, touched, num_items, len(positions))
+        if len(target_negatives) < len(positions):  # the user touched every item: nothing to contrast
+            positions, targets = positions[:0], targets[:0]
+        splits = np.where(positions < len(train), S.SPLIT_TRAIN, S.SPLIT_TEST)
+        hist = history_windows(train, positions, history_length)
+        hist_neg = history_windows(timeline_negatives, positions, history_length)
+        return pd.DataFrame({
+            S.USER_IDX: np.int32(user),
+            S.HIST_ITEMS: _array_column(np.repeat(hist, 2, axis=0)),
+            S.HIST_NEG_ITEMS: _array_column(np.repeat(hist_neg, 2, axis=0)),
+            S.HIST_LEN: np.repeat(np.minimum(positions, history_length), 2).astype(np.int32),
+            S.ITEM_IDX: np.stack([targets, target_negatives[:len(targets)]], axis=1).ravel().astype(np.int32),
+            S.LABEL: np.tile(np.float32([1.0, 0.0]), len(positions)),
+            S.SPLIT: np.repeat(splits, 2)})
+
+    return _user_frames(marked).applyInPandas(per_user, S.SEQ_EXAMPLES.schema)
+
+
+def content_examples(seq: DataFrame, item_features_df: DataFrame) -> DataFrame:
+    """The DIEN rows (train and test) joined with their target item's content features."""
+    content = item_features_df.select(S.ITEM_IDX, non_null_elements(F.col(S.TITLE_TOKENS)).alias(S.TITLE_TOKENS),
+                                      non_null_elements(F.col(S.GENRE_MULTI_HOT), 0.0).alias(S.GENRE_MULTI_HOT),
+                                      S.YEAR_BUCKET)
+    rows = seq.withColumn(S.HIST_ITEMS, non_null_elements(F.col(S.HIST_ITEMS)))
+    return S.conform(rows.join(F.broadcast(content), S.ITEM_IDX), S.CONTENT_EXAMPLES, strict=False)
+
+
+def eval_candidates(marked: DataFrame, num_items: int, eval_negatives: int, seed: int) -> DataFrame:
+    """NCF protocol: each held-out item (label 1) and ``eval_negatives`` distinct never-touched items."""
+
+    def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
+        user = int(pdf[S.USER_IDX].iat[0])
+        held_out = pdf.loc[pdf[IS_TEST], S.ITEM_IDX].to_numpy(np.int64)
+        if len(held_out) == 0:
+            negatives = held_out
+        else:
+            negatives = sample_negatives(user_rng(seed, user, STREAM_EVAL), pdf[S.ITEM_IDX].to_numpy(), num_items,
+                                         eval_negatives, distinct=True)
+        return pd.DataFrame({
+            S.USER_IDX: np.int32(user), S.ITEM_IDX: np.concatenate([held_out, negatives]).astype(np.int32),
+            S.LABEL: np.repeat(np.float32([1.0, 0.0]), [len(held_out), len(negatives)]),
+            S.PROTOCOL: "ncf"})
+
+    return _user_frames(marked).applyInPandas(per_user, S.EVAL_CANDIDATES.schema)
+
+
+# --- job --------------------------------------------------------------------------------------
+
+def training_files(expected_rows: int, cfg: Config) -> int:
+    """Files for a training table: enough for every Horovod rank, and small enough to balance."""
+    return max(min_files_for_training(cfg.train.num_proc),
+               math.ceil(expected_rows / cfg.features.rows_per_training_file))
+
+
+def run(ctx: JobContext) -> Dict[str, int]:
+    cfg, store = ctx.cfg, ctx.store
+    fc = cfg.features
+    rows: Dict[str, int] = {}
+
+    def write(st, df: DataFrame, spec: S.TableSpec, files: int = 1) -> None:
+        df = conform_exact(df, spec)
+        store.write(df.repartition(files) if files > 1 else df.coalesce(1), spec.name)
+        rows[spec.name] = store.num_rows(spec.name)
+        st.add(spec.name, rows[spec.name])
+
+    events = events_until(store.read(S.EVENTS.name), cfg.run_date)
+    items = store.read(S.ITEMS.name)
+    with step(log, "features.vocabularies") as st:
+        existing = {spec.name: store.read(spec.name) for spec in
+                    (S.VOCAB_USERS, S.VOCAB_ITEMS, S.VOCAB_TOKENS, S.VOCAB_GENRES) if store.exists(spec.name)}
+        for name, vocab in build_vocabularies(events, items, existing).items():
+            write(st, vocab, S.ALL_TABLES[name])
+    vocab = {name: store.read(name) for name in
+             (S.VOCAB_USERS.name, S.VOCAB_ITEMS.name, S.VOCAB_TOKENS.name, S.VOCAB_GENRES.name)}
+    num_items = vocab[S.VOCAB_ITEMS.name].agg(F.max(S.ITEM_IDX)).first()[0] or 0
+    num_genres = rows[S.VOCAB_GENRES.name]
+
+    marked = mark_holdout(indexed_interactions(events, vocab[S.VOCAB_USERS.name], vocab[S.VOCAB_ITEMS.name]),
+                          hold_out=cfg.recommend.mode == "evaluate").persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with step(log, "features.user_item") as st:
+            train_rows = marked.where(~F.col(IS_TEST)).count()
+            st.add("train_interactions", train_rows)
+            write(st, user_features(marked, cfg.run_date, fc.history_length), S.USER_FEATURES)
+            write(st, item_features(marked, items, vocab[S.VOCAB_ITEMS.name], vocab[S.VOCAB_TOKENS.name],
+                                vocab[S.VOCAB_GENRES.name], num_genres, cfg), S.ITEM_FEATURES)
+        with step(log, "features.cf_examples") as st:
+            write(st, cf_examples(marked, num_items, fc.negatives_per_positive, fc.seed), S.CF_EXAMPLES,
+                  training_files(train_rows * (1 + fc.negatives_per_positive), cfg))
+        with step(log, "features.seq_examples") as st:
+            write(st, seq_examples(marked, num_items, fc.history_length, fc.seed), S.SEQ_EXAMPLES,
+                  training_files(2 * train_rows, cfg))
+        with step(log, "features.content_examples") as st:
+            write(st, content_examples(store.read(S.SEQ_EXAMPLES.name), store.read(S.ITEM_FEATURES.name)),
+                  S.CONTENT_EXAMPLES, training_files(2 * train_rows, cfg))
+        with step(log, "features.eval_candidates") as st:
+            write(st, eval_candidates(marked, num_items, fc.eval_negatives, fc.seed), S.EVAL_CANDIDATES)
+    finally:
+        marked.unpersist()
+    return rows
+
+
+def main(argv=None) -> Dict[str, int]:
+    return job_main("features: events -> vocabularies, features, examples, eval candidates", run, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -121,9 +121,9 @@ def item_features(marked: DataFrame, items: DataFrame, vocab_items: DataFrame, v
                                lambda t: t[S.TOKEN_IDX]).alias("_tokens")))
     genre_set = (items.select(S.ITEM_ID, F.explode(S.GENRES).alias(S.GENRE)).join(vocab_genres, S.GENRE)
                  .groupBy(S.ITEM_ID).agg(F.collect_set(S.GENRE_IDX).alias("_genres")))
+    item_genres = F.coalesce("_genres", F.array().cast("array<int>"))
     multi_hot = F.transform(F.array_repeat(F.lit(0.0), num_genres),
-                            lambda _, i: F.when(F.array_contains(F.coalesce("_genres", F.array().cast("array<int>")), i), 1.0)
-                            .otherwise(0.0))
+                            lambda _, i: F.when(F.array_contains(item_genres, i), 1.0).otherwise(0.0))
     year_bucket = F.when(F.col(S.YEAR).isNull(), 0).otherwise(
         F.greatest(F.floor((F.col(S.YEAR) - fc.year_origin) / fc.year_bucket_size) + 1, F.lit(1)))
     joined = (vocab_items.join(items.select(S.ITEM_ID, S.YEAR), S.ITEM_ID, "left")

@@ -246,15 +246,20 @@ def transform(raw: Dict[str, DataFrame], cfg: Config) -> Dict[str, DataFrame]:
 
 def validate_counts(raw: Dict[str, DataFrame], classified: Dict[str, DataFrame],
                     max_bad_ratio: float) -> Dict[str, Dict[Optional[str], int]]:
-    """Rows per reason for every source; raise if rows were lost or duplicated, or too many are bad."""
+    """Rows per reason (None: valid) for every source.
+
+    Raises :class:`IngestError` unless input rows == valid + quarantined rows (a join that lost or
+    duplicated rows), or when a source's quarantined share is above ``max_bad_ratio``.
+    """
     counts = {}
     for name, df in classified.items():
         by_reason = {r[S.REASON]: r["count"] for r in df.groupBy(S.REASON).count().collect()}
-        total = raw[name].count()
-        if sum(by_reason.values()) != total:
-            raise IngestError(f"{name}: {total:,} input rows but {sum(by_reason.values()):,} classified")
-        log.info("%s: %s input rows, %s valid, quarantined %s", name, f"{total:,}",
-                 f"{by_reason.get(None, 0):,}", {k: v for k, v in by_reason.items() if k} or "none")
+        total, valid = raw[name].count(), by_reason.get(None, 0)
+        bad = sum(by_reason.values()) - valid
+        if valid + bad != total:
+            raise IngestError(f"{name}: {total:,} input rows != {valid:,} valid + {bad:,} quarantined")
+        log.info("%s: %s input rows = %s valid + %s quarantined %s", name, f"{total:,}", f"{valid:,}",
+                 f"{bad:,}", {k: v for k, v in by_reason.items() if k})
         counts[name] = by_reason
     for name, by_reason in counts.items():
         check_bad_ratio(name, by_reason, max_bad_ratio)
@@ -265,8 +270,8 @@ def load(ctx: JobContext, classified: Dict[str, DataFrame]) -> None:
     cfg, store, run_id = ctx.cfg, ctx.store, ctx.cfg.run.run_id
     events = to_events(classified[INTERACTIONS], run_id)
     # one file per date: a rerun replaces exactly the dates present in this input
-    store.write(conform_exact(events, S.EVENTS).repartition(S.EVENT_DATE), S.EVENTS.name, mode="overwrite_partitions",
-                partition_by=S.EVENTS.partition_by)
+    store.write(conform_exact(events, S.EVENTS).repartition(S.EVENT_DATE), S.EVENTS.name,
+                mode="overwrite_partitions", partition_by=S.EVENTS.partition_by)
     for name, spec in ((CATALOG, S.ITEMS), (USER_TABLE, S.USERS)):
         if name in classified:
             valid = classified[name].where(F.col(S.REASON).isNull())
@@ -275,8 +280,8 @@ def load(ctx: JobContext, classified: Dict[str, DataFrame]) -> None:
     for name, df in classified.items():
         part = to_quarantine(df, name, run_id, cfg.run_date)
         quarantine = part if quarantine is None else quarantine.unionByName(part)
-    store.write(conform_exact(quarantine, S.QUARANTINE).coalesce(1), S.QUARANTINE.name, partition_by=S.QUARANTINE.partition_by,
-                replace_where={S.RUN_DATE: [cfg.run.date]})
+    store.write(conform_exact(quarantine, S.QUARANTINE).coalesce(1), S.QUARANTINE.name,
+                partition_by=S.QUARANTINE.partition_by, replace_where={S.RUN_DATE: [cfg.run.date]})
 
 
 def run(ctx: JobContext) -> Dict[str, int]:

@@ -42,7 +42,8 @@ def test_vocabulary_keeps_indices_and_appends_new_ids(spark):
 
 
 def test_item_vocabulary_covers_catalog_and_events(spark):
-    items = spark.createDataFrame([("m1", "Toy Story", ["Comedy"])], "item_id string, title string, genres array<string>")
+    items = spark.createDataFrame([("m1", "Toy Story", ["Comedy"])],
+                                  "item_id string, title string, genres array<string>")
     events = spark.createDataFrame([("u1", "m2")], "user_id string, item_id string")
     vocab = J.build_vocabularies(events, items, {})
     assert _vocab(vocab[S.VOCAB_ITEMS.name], S.ITEM_ID, S.ITEM_IDX) == {"m1": 1, "m2": 2}

@@ -126,7 +126,8 @@ def test_json_lines_and_parquet_sources(spark, tmp_path):
     out = sorted(ingest.classify_events(ingest.read_raw(spark, src), src, IngestConf()).collect(),
                  key=lambda r: r[S.USER_ID])
     assert [(r[S.USER_ID], r[S.EVENT_TS], r[S.REASON]) for r in out] == [
-        ("u1", dt.datetime(2023, 11, 14, 22, 13, 20, 123000), None), ("u2", dt.datetime(1970, 1, 1, 0, 0, 0, 1000), ingest.MISSING_ITEM_ID)]
+        ("u1", dt.datetime(2023, 11, 14, 22, 13, 20, 123000), None),
+        ("u2", dt.datetime(1970, 1, 1, 0, 0, 0, 1000), ingest.MISSING_ITEM_ID)]
     assert json.loads(out[0][S.RAW_RECORD]) == {"uid": "u1", "iid": "i1", "ms": 1700000000123}
 
 

@@ -243,26 +243,40 @@ def training_files(expected_rows: int, cfg: Config) -> int:
                math.ceil(expected_rows / cfg.features.rows_per_training_file))
 
 
+VOCABULARIES = (S.VOCAB_USERS, S.VOCAB_ITEMS, S.VOCAB_TOKENS, S.VOCAB_GENRES)
+
+
+def extract(ctx: JobContext) -> Dict[str, DataFrame]:
+    """Events up to the run date, the catalog, and the vocabularies of earlier runs (when present)."""
+    store = ctx.store
+    tables = {S.EVENTS.name: events_until(store.read(S.EVENTS.name), ctx.cfg.run_date),
+              S.ITEMS.name: store.read(S.ITEMS.name)}
+    tables.update({spec.name: store.read(spec.name) for spec in VOCABULARIES if store.exists(spec.name)})
+    return tables
+
+
+def load(ctx: JobContext, df: DataFrame, spec: S.TableSpec, files: int = 1) -> int:
+    """Overwrite ``spec``'s table with ``df`` in ``files`` files (round-robin); return its rows."""
+    df = conform_exact(df, spec)
+    ctx.store.write(df.repartition(files) if files > 1 else df.coalesce(1), spec.name)
+    return ctx.store.num_rows(spec.name)
+
+
 def run(ctx: JobContext) -> Dict[str, int]:
-    cfg, store = ctx.cfg, ctx.store
-    fc = cfg.features
+    cfg, store, fc = ctx.cfg, ctx.store, ctx.cfg.features
     rows: Dict[str, int] = {}
 
     def write(st, df: DataFrame, spec: S.TableSpec, files: int = 1) -> None:
-        df = conform_exact(df, spec)
-        store.write(df.repartition(files) if files > 1 else df.coalesce(1), spec.name)
-        rows[spec.name] = store.num_rows(spec.name)
+        rows[spec.name] = load(ctx, df, spec, files)
         st.add(spec.name, rows[spec.name])
 
-    events = events_until(store.read(S.EVENTS.name), cfg.run_date)
-    items = store.read(S.ITEMS.name)
+    sources = extract(ctx)
+    events, items = sources[S.EVENTS.name], sources[S.ITEMS.name]
     with step(log, "features.vocabularies") as st:
-        existing = {spec.name: store.read(spec.name) for spec in
-                    (S.VOCAB_USERS, S.VOCAB_ITEMS, S.VOCAB_TOKENS, S.VOCAB_GENRES) if store.exists(spec.name)}
+        existing = {spec.name: sources[spec.name] for spec in VOCABULARIES if spec.name in sources}
         for name, vocab in build_vocabularies(events, items, existing).items():
             write(st, vocab, S.ALL_TABLES[name])
-    vocab = {name: store.read(name) for name in
-             (S.VOCAB_USERS.name, S.VOCAB_ITEMS.name, S.VOCAB_TOKENS.name, S.VOCAB_GENRES.name)}
+    vocab = {spec.name: store.read(spec.name) for spec in VOCABULARIES}
     num_items = vocab[S.VOCAB_ITEMS.name].agg(F.max(S.ITEM_IDX)).first()[0] or 0
     num_genres = rows[S.VOCAB_GENRES.name]
 
@@ -274,7 +288,7 @@ def run(ctx: JobContext) -> Dict[str, int]:
             st.add("train_interactions", train_rows)
             write(st, user_features(marked, cfg.run_date, fc.history_length), S.USER_FEATURES)
             write(st, item_features(marked, items, vocab[S.VOCAB_ITEMS.name], vocab[S.VOCAB_TOKENS.name],
-                                vocab[S.VOCAB_GENRES.name], num_genres, cfg), S.ITEM_FEATURES)
+                                    vocab[S.VOCAB_GENRES.name], num_genres, cfg), S.ITEM_FEATURES)
         with step(log, "features.cf_examples") as st:
             write(st, cf_examples(marked, num_items, fc.negatives_per_positive, fc.seed), S.CF_EXAMPLES,
                   training_files(train_rows * (1 + fc.negatives_per_positive), cfg))
@@ -282,6 +296,7 @@ def run(ctx: JobContext) -> Dict[str, int]:
             write(st, seq_examples(marked, num_items, fc.history_length, fc.seed), S.SEQ_EXAMPLES,
                   training_files(2 * train_rows, cfg))
         with step(log, "features.content_examples") as st:
+            # from the written table: recomputing the seq examples would redo the sampling UDF
             write(st, content_examples(store.read(S.SEQ_EXAMPLES.name), store.read(S.ITEM_FEATURES.name)),
                   S.CONTENT_EXAMPLES, training_files(2 * train_rows, cfg))
         with step(log, "features.eval_candidates") as st:

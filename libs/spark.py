@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -38,6 +39,10 @@ def get_spark(cfg: Config) -> SparkSession:
     builder = SparkSession.builder.appName(f"{cfg.spark.app_name}-{cfg.run.run_id}")
     if cfg.spark.master and not under_spark_submit():
         builder = builder.master(cfg.spark.master)
+        if cfg.spark.master.startswith("local"):
+            # Python workers must use this interpreter (the venv with pandas/TensorFlow), not
+            # whatever `python3` is first on PATH.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in {**_DEFAULTS, **cfg.spark.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -1,0 +1,178 @@
+"""Evaluate the recommendations table against each user's held-out interaction.
+
+Full-ranking protocol (DESIGN.md): for every user with a held-out item, precision@K, recall@K and
+NDCG@K of the K recommended items (one relevant item, so ideal DCG = 1), plus catalog coverage
+(distinct recommended items / items in the vocabulary). The same figures are computed in the same
+run for a popularity baseline (the K most popular training items the user has not seen). The NCF
+and sequence-protocol figures that training stored per model are copied alongside, so the
+``metrics`` table holds every figure of the night. A Markdown report is written next to the tables.
+
+In ``recommend.mode = production`` nothing is held out and this job only records that.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from libs import schema as S
+from libs.conf import join_path
+from libs.log import step
+from libs.runtime import JobContext, job_main
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_FULL = "full_ranking"
+BLEND = "blend"
+POPULARITY = "popularity"
+
+
+def held_out(eval_candidates: DataFrame) -> DataFrame:
+    """(user_idx, held_item) of the NCF protocol's positives: each user's latest interaction."""
+    return eval_candidates.where(F.col(S.LABEL) > 0).select(S.USER_IDX, F.col(S.ITEM_IDX).alias("held_item"))
+
+
+def full_ranking_metrics(recs: DataFrame, truth: DataFrame, k: int, n_items: int) -> Dict[str, float]:
+    """precision/recall/NDCG@k over users in ``truth``; coverage over ``recs``.
+
+    Args:
+        recs: (user_idx, rank, item_idx) with ranks 1..k.
+        truth: (user_idx, held_item), one row per evaluated user.
+    """
+    hits = (truth.join(recs.where(F.col(S.RANK) <= k), S.USER_IDX, "left")
+            .groupBy(S.USER_IDX)
+            .agg(F.max(F.when(F.col(S.ITEM_IDX) == F.col("held_item"), 1.0 / F.log2(F.col(S.RANK) + 1.0))
+                       .otherwise(0.0)).alias("dcg"),
+                 F.max(F.when(F.col(S.ITEM_IDX) == F.col("held_item"), 1.0).otherwise(0.0)).alias("hit")))
+    row = hits.agg(F.count("*").alias("users"), F.avg("hit").alias("recall"), F.avg("dcg").alias("ndcg")).first()
+    covered = recs.where(F.col(S.RANK) <= k).select(S.ITEM_IDX).distinct().count()
+    users = int(row["users"] or 0)
+    recall = float(row["recall"] or 0.0)
+    return {f"precision@{k}": recall / k, f"recall@{k}": recall, f"ndcg@{k}": float(row["ndcg"] or 0.0),
+            "catalog_coverage": covered / max(n_items, 1), "users": float(users)}
+
+
+def popularity_top_k(users_seen: DataFrame, cf_examples: DataFrame, k: int) -> DataFrame:
+    """(user_idx, rank, item_idx): the K most popular training items each user has not seen."""
+    popularity = (cf_examples.where(F.col(S.LABEL) > 0).groupBy(S.ITEM_IDX).count()
+                  .orderBy(F.desc("count"), F.asc(S.ITEM_IDX)).toPandas())  # one row per item
+    order = popularity[S.ITEM_IDX].to_numpy(np.int64)
+
+    def top(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in frames:
+            out = []
+            for user, seen in zip(frame[S.USER_IDX], frame["seen"]):
+                items = order[~np.isin(order, np.asarray(seen, dtype=np.int64))][:k]
+                out.append(pd.DataFrame({S.USER_IDX: np.full(len(items), user, np.int32),
+                                         S.RANK: np.arange(1, len(items) + 1, dtype=np.int32),
+                                         S.ITEM_IDX: items.astype(np.int32)}))
+            if out:
+                yield pd.concat(out, ignore_index=True)
+
+    return users_seen.mapInPandas(top, f"{S.USER_IDX} int, {S.RANK} int, {S.ITEM_IDX} int")
+
+
+def metric_rows(model: str, model_run: Optional[str], protocol: str, figures: Dict[str, float],
+                run_date: dt.date) -> List[tuple]:
+    return [(model, model_run, protocol, name, float(value), run_date) for name, value in sorted(figures.items())]
+
+
+def training_metric_rows(warehouse: str, models: List[str], run_date: dt.date) -> List[tuple]:
+    """The per-model evaluation figures training stored in the model store records, and the
+    popularity baseline it computed in the same run."""
+    from libs.model_store import ModelStore
+
+    store, rows, baseline = ModelStore(warehouse), [], None
+    for model in models:
+        run_id = store.latest_run(model)
+        if not run_id:
+            continue
+        record = store.record(model, run_id)
+        rows += _figure_rows(model, run_id, record.get("metrics"), run_date)
+        baseline = baseline or record.get("popularity_baseline")
+    return rows + _figure_rows(POPULARITY, None, baseline, run_date)
+
+
+def _figure_rows(model, run_id, metrics: Optional[dict], run_date: dt.date) -> List[tuple]:
+    rows = []
+    for protocol, figures in (metrics or {}).items():
+        if isinstance(figures, dict):
+            rows += metric_rows(model, run_id, protocol,
+                                {k: v for k, v in figures.items() if isinstance(v, (int, float))}, run_date)
+    return rows
+
+
+def render_report(rows: List[tuple], run_date: dt.date, k: int) -> str:
+    frame = pd.DataFrame(rows, columns=[S.MODEL, S.MODEL_RUN, S.PROTOCOL, S.METRIC, S.METRIC_VALUE, S.RUN_DATE])
+    lines = [f"# Evaluation {run_date}", ""]
+    for protocol, group in frame.groupby(S.PROTOCOL, sort=True):
+        table = group.pivot_table(index=S.MODEL, columns=S.METRIC, values=S.METRIC_VALUE, aggfunc="first")
+        lines += [f"## {protocol}", "", "| model | " + " | ".join(table.columns) + " |",
+                  "|---" * (len(table.columns) + 1) + "|"]
+        for model, values in table.iterrows():
+            lines.append(f"| {model} | " + " | ".join("" if pd.isna(v) else f"{v:.4f}" for v in values) + " |")
+        lines.append("")
+    lines.append(f"full_ranking: top-{k} recommendations vs each user's held-out latest interaction.")
+    return "\n".join(lines) + "\n"
+
+
+def run(ctx: JobContext) -> Dict[str, int]:
+    cfg, store, spark = ctx.cfg, ctx.store, ctx.spark
+    k = cfg.recommend.k
+    with step(log, "evaluate") as result:
+        if cfg.recommend.mode == "production":
+            log.info("recommend.mode=production: nothing is held out, so there is nothing to evaluate")
+            return {}
+        truth = held_out(store.read(S.EVAL_CANDIDATES.name)).cache()
+        n_items = store.read(S.VOCAB_ITEMS.name).count()
+        recs = (store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == F.lit(cfg.run_date))
+                .join(store.read(S.VOCAB_USERS.name), S.USER_ID).join(store.read(S.VOCAB_ITEMS.name), S.ITEM_ID)
+                .select(S.USER_IDX, S.RANK, S.ITEM_IDX, S.MODEL_RUN))
+        model_run = (recs.select(S.MODEL_RUN).first() or [None])[0]
+        cf = store.read(S.CF_EXAMPLES.name)
+        seen = (cf.where(F.col(S.LABEL) > 0).groupBy(S.USER_IDX)
+                .agg(F.collect_list(S.ITEM_IDX).alias("seen")).join(truth.select(S.USER_IDX), S.USER_IDX))
+        rows = metric_rows(BLEND, model_run, PROTOCOL_FULL, full_ranking_metrics(recs, truth, k, n_items), cfg.run_date)
+        rows += metric_rows(POPULARITY, None, PROTOCOL_FULL,
+                            full_ranking_metrics(popularity_top_k(seen, cf, k), truth, k, n_items), cfg.run_date)
+        rows += training_metric_rows(cfg.storage.warehouse, cfg.train.models, cfg.run_date)
+        metrics = spark.createDataFrame(rows, S.METRICS.schema)
+        store.write(metrics, S.METRICS.name, partition_by=list(S.METRICS.partition_by),
+                    replace_where={S.RUN_DATE: [cfg.run.date]})
+        result.add(S.METRICS.name, len(rows))
+        report = render_report(rows, cfg.run_date, k)
+        path = write_report(cfg.storage.warehouse, cfg.run.date, report)
+        for row in rows:
+            if row[2] == PROTOCOL_FULL and row[3] in (f"precision@{k}", f"ndcg@{k}"):
+                log.info("%s %s %s = %.4f", row[0], row[2], row[3], row[4])
+        log.info("evaluation report: %s", path)
+    return dict(result.rows)
+
+
+def write_report(warehouse: str, run_date: str, text: str) -> str:
+    """Write the Markdown report under ``<warehouse>/reports/`` (local warehouses only)."""
+    from libs.storage import _local_path, _to_uri
+
+    folder = _local_path(join_path(_to_uri(warehouse), "reports"))
+    if folder is None:
+        log.info("warehouse is not local; report kept in the log only:\n%s", text)
+        return "(log)"
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"evaluation-{run_date}.md")
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def main(argv: Optional[list] = None) -> Dict[str, int]:
+    return job_main("evaluate: recommendations vs held-out interactions", run, argv)
+
+
+if __name__ == "__main__":
+    main()

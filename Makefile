@@ -14,7 +14,7 @@ STAMP = $(VENV)/.installed-$(REQS_HASH)
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: setup check-java nightly test test-all bench-prep bench-train bench-recommend dist clean
+.PHONY: setup check-java nightly test test-quick bench-prep bench-train bench-recommend dist clean
 
 setup: check-java $(STAMP)
 
@@ -45,11 +45,13 @@ $(STAMP): $(REQS)
 nightly: setup
 	$(PY) -m pipelines.nightly $(ARGS)
 
+# The whole suite, end-to-end tests included (what CI runs).
 test: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
-
-test-all: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the tests marked slow (the end-to-end runs): the quick loop while developing.
+test-quick: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench-prep: setup
 	$(PY) -m benchmarks.bench_prep $(ARGS)

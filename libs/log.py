@@ -22,6 +22,14 @@ class _RunContext(logging.Filter):
 _context = _RunContext()
 
 
+def _is_py4j_retry(record: logging.LogRecord) -> bool:
+    """py4j (java_gateway.GatewayClient.send_command) retries a command on a fresh connection when
+    a pooled one was reset, and logs that at INFO on the *root* logger with a full traceback. It
+    happens when Horovod's Spark driver threads start; the retry succeeds, so it is noise."""
+    return (record.name == "root" and record.levelno == logging.INFO
+            and record.getMessage() == "Exception while sending command.")
+
+
 def setup_logging(run_id: str = "-", run_date: str = "-", level: int = logging.INFO) -> None:
     """Configure the root logger once per process; later calls only update the run context."""
     _context.run_id, _context.run_date = run_id, run_date
@@ -30,6 +38,7 @@ def setup_logging(run_id: str = "-", run_date: str = "-", level: int = logging.I
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(_FORMAT))
         handler.addFilter(_context)
+        handler.addFilter(lambda record: not _is_py4j_retry(record))
         handler._nightrec = True
         root.addHandler(handler)
         root.setLevel(level)

@@ -42,13 +42,17 @@ def training_dataset(reader, columns: List[str], batch_size: int, shuffle_buffer
     """``(features, label)`` batches of the SPLIT == train rows of a Petastorm batch reader.
 
     Features: dict of ``columns`` -> (B,) or (B, L) tensors (Petastorm stacks fixed-length list
-    columns into 2-D arrays); label: LABEL (B,).
+    columns into 2-D arrays); label: LABEL (B,). The split filter runs on whole row-group batches
+    (one vectorized mask) before they are cut into rows for the shuffle buffer.
     """
     import tensorflow as tf
     from petastorm.tf_utils import make_petastorm_dataset
 
-    dataset = (make_petastorm_dataset(reader).map(lambda batch: batch._asdict()).unbatch()
-               .filter(lambda row: tf.equal(row[S.SPLIT], S.SPLIT_TRAIN)))
+    def train_rows(batch):
+        keep = tf.equal(batch.split, S.SPLIT_TRAIN)
+        return {c: tf.boolean_mask(getattr(batch, c), keep) for c in columns + [S.LABEL]}
+
+    dataset = make_petastorm_dataset(reader).map(train_rows, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     return (dataset.batch(batch_size, drop_remainder=True)

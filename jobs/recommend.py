@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from libs import schema as S
+from libs.contract import conform_exact
 from libs.log import step
 from libs.runtime import JobContext, job_main
 from libs.scoring import blend_scores, model_run_label, retrieve_top_n, top_k
@@ -182,7 +183,7 @@ def with_original_ids(recs: DataFrame, vocab_users: DataFrame, vocab_items: Data
                       model_run: str, run_date: dt.date) -> DataFrame:
     out = (recs.join(vocab_users, S.USER_IDX).join(vocab_items, S.ITEM_IDX)
            .withColumn(S.MODEL_RUN, F.lit(model_run)).withColumn(S.RUN_DATE, F.lit(run_date)))
-    return S.conform(out, S.RECOMMENDATIONS, strict=False)
+    return conform_exact(out.select(*S.RECOMMENDATIONS.columns), S.RECOMMENDATIONS)
 
 
 # --- run ------------------------------------------------------------------------------------

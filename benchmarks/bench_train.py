@@ -7,7 +7,8 @@ prints side by side:
 - NCF protocol HR@10 / NDCG@10 of deep_cf, content, dien and popularity (published NeuMF on ml-1m:
   HR@10 0.726 / NDCG@10 0.445 with pre-training, 0.701 / 0.425 without);
 - DIEN next-item AUC with and without the auxiliary loss;
-- deep_cf training examples/second with 1 and 2 Horovod ranks (last epoch, all ranks together);
+- deep_cf training examples/second with 1 rank (one epoch) and 2 Horovod ranks (last epoch, all
+  ranks together);
 - one process training deep_cf fed by Petastorm from the Delta files vs from an in-memory
   ``tf.data`` dataset of the same rows, and Petastorm's raw read throughput.
 Every figure is measured in this run; nothing is copied in.
@@ -107,8 +108,11 @@ def main(argv=None):
     # The 2-rank run with the auxiliary loss goes last, so it is what LATEST points at afterwards.
     ranks = {}
     if not args.skip_one_rank:
+        def one_rank_one_epoch(c):
+            c.train.num_proc, c.train.deep_cf.epochs = 1, 1
+
         ranks[1] = run_models(ctx, "bench-train-1-rank", ["deep_cf"],
-                              lambda c: setattr(c.train, "num_proc", 1))["deep_cf"]["examples_per_sec"][-1]
+                              one_rank_one_epoch)["deep_cf"]["examples_per_sec"][-1]
     no_aux = run_models(ctx, "bench-train-no-aux", ["dien"], lambda c: setattr(c.train.dien, "use_aux_loss", False))
     main_run = run_models(ctx, "bench-train", ["deep_cf", "content", "dien"],
                           lambda c: setattr(c.train.dien, "use_aux_loss", True))

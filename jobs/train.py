@@ -115,7 +115,7 @@ def evaluate_model(name: str, model, data: EvalData) -> Metrics:
 
 
 def train_one(ctx: JobContext, name: str, versions: Dict[str, int], specs: FeatureSpecs,
-              eval_data: EvalData, baseline: Dict[str, float]) -> dict:
+              eval_data: EvalData, baseline: Metrics) -> dict:
     """Train ``name`` with Horovod, evaluate the saved model, record the metrics, publish the run."""
     from libs.models import training_table
     from libs.training import TrainTask, run_training

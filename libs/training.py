@@ -152,6 +152,8 @@ def train_fn(task: TrainTask) -> Optional[dict]:
         "num_proc": size, "device": device, "steps_per_epoch": steps, "batch_size_per_rank": conf.batch_size,
         "learning_rate_scaled": learning_rate, "train_rows": task.train_rows,
         "epoch_loss": progress.losses, "examples_per_sec": progress.examples_per_sec,
+        # epoch_loss is the sum Keras minimizes: the label loss plus the layers' add_loss terms
+        "loss_terms": ["binary_crossentropy"] + sorted(layer.name for layer in model.layers if layer.losses),
         "training_seconds": seconds,
     }
     # Save a fresh copy: the trained model's compile state holds Horovod's optimizer wrapper,

@@ -93,6 +93,7 @@ class TestTrainedWithTwoRanks:
         assert record["hyper_parameters"]["embedding_dim"] == 8
         assert len(record["epoch_loss"]) == EPOCHS and all(np.isfinite(record["epoch_loss"]))
         assert len(record["examples_per_sec"]) == EPOCHS and min(record["examples_per_sec"]) > 0
+        assert record["loss_terms"] == ["binary_crossentropy"] + (["auxiliary_loss"] if name == "dien" else [])
         ncf = record["metrics"]["ncf"]
         assert 0.0 <= ncf["hr@10"] <= 1.0 and 0.0 <= ncf["ndcg@10"] <= ncf["hr@10"]
         assert ("sequence" in record["metrics"]) == (name == "dien")

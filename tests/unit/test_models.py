@@ -40,6 +40,7 @@ class TestEveryModel:
     conf = ModelConf(embedding_dim=8, hidden_units=[16, 8], learning_rate=0.01, l2=1e-6)
 
     def test_trains_predicts_saves_and_reloads_the_same(self, name, tmp_path):
+        tf.keras.utils.set_random_seed(0)
         batch = synthetic_batch()
         columns = [c for c in training_columns(name, self.conf) if c != S.LABEL]
         model = build_model(name, SPECS, self.conf)

@@ -24,7 +24,7 @@ from typing import Dict, Iterator, Optional
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from libs import schema as S
@@ -76,15 +76,19 @@ def users_to_score(vocab_users: DataFrame, user_features: DataFrame, seen: DataF
 
 def popular_fallback(events: DataFrame, vocab_items: DataFrame, run_date: dt.date, days: int,
                      k: int) -> DataFrame:
-    """(rank, item_idx, score) of the K most popular items of the last ``days`` days with data."""
+    """(rank, item_idx, score) of the K most popular items of the last ``days`` days with data.
+
+    The window ends at the last event date on or before the run date, so a replayed or late log
+    still has a window. Only K rows reach the driver.
+    """
     upto = events.where(F.col(S.EVENT_DATE) <= F.lit(run_date))
     last_day = upto.agg(F.max(S.EVENT_DATE).alias("d"))
     recent = (upto.crossJoin(last_day)
               .where(F.col(S.EVENT_DATE) > F.date_sub(F.col("d"), days)).drop("d"))
-    counts = (recent.groupBy(S.ITEM_ID).count()
-              .join(vocab_items, S.ITEM_ID).select(S.ITEM_IDX, F.col("count").cast("double").alias(S.SCORE)))
-    order = Window.orderBy(F.desc(S.SCORE), F.asc(S.ITEM_IDX))
-    return counts.withColumn(S.RANK, F.row_number().over(order)).where(F.col(S.RANK) <= k)
+    top = (recent.groupBy(S.ITEM_ID).count().join(vocab_items, S.ITEM_ID)
+           .orderBy(F.desc("count"), F.asc(S.ITEM_IDX)).limit(k).collect())
+    rows = [(rank, int(r[S.ITEM_IDX]), float(r["count"])) for rank, r in enumerate(top, start=1)]
+    return events.sparkSession.createDataFrame(rows, f"{S.RANK} int, {S.ITEM_IDX} int, {S.SCORE} double")
 
 
 @dataclass
@@ -126,7 +130,7 @@ def _rank_chunk(chunk: pd.DataFrame, users: np.ndarray, seen, candidates: np.nda
                 cold: np.ndarray, assets: RankingAssets) -> pd.DataFrame:
     from libs import models as registry
 
-    score_cold = "content" in assets.model_paths and len(cold) > 0
+    score_cold = "content" in assets.model_paths and len(cold) > 0  # else cold items stay out
     pair_row, pair_item, pair_warm = [], [], []
     for row in range(len(users)):
         warm = candidates[row][candidates[row] >= 0]
@@ -143,13 +147,21 @@ def _rank_chunk(chunk: pd.DataFrame, users: np.ndarray, seen, candidates: np.nda
         S.HIST_ITEMS: hist[pair_row], S.HIST_LEN: chunk[S.HIST_LEN].to_numpy()[pair_row].astype(np.int32),
         **{c: values[pair_item] for c, values in assets.item_content.items()},
     }
-    scores = {}
+    # Cold items have no CF/DIEN signal: only the content model scores them, and its probability
+    # is their score. Warm pairs get every model and the blend.
+    blended = np.empty(len(pair_item))
+    warm_scores = {}
     for name, path in sorted(assets.model_paths.items()):
-        inputs = {c: columns[c] for c in registry.inference_columns(name)}
-        scores[name] = registry.score(_model_at(path), inputs).astype(np.float64)
-    blended = blend_scores(scores, assets.weights)
-    if score_cold:  # no CF/DIEN signal exists for cold items: their score is the content model's
-        blended = np.where(pair_warm, blended, scores["content"])
+        rows = slice(None) if name == "content" else pair_warm
+        inputs = {c: columns[c][rows] for c in registry.inference_columns(name)}
+        n_rows = len(next(iter(inputs.values())))
+        probabilities = (registry.score(_model_at(path), inputs).astype(np.float64) if n_rows
+                         else np.zeros(0))
+        if name == "content":
+            blended[~pair_warm] = probabilities[~pair_warm]
+            probabilities = probabilities[pair_warm]
+        warm_scores[name] = probabilities
+    blended[pair_warm] = blend_scores(warm_scores, assets.weights)
     frames = []
     for row, user in enumerate(users):
         mask = pair_row == row

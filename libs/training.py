@@ -60,9 +60,16 @@ def training_dataset(reader, columns: List[str], batch_size: int, shuffle_buffer
             .prefetch(tf.data.AUTOTUNE))
 
 
-def _epoch_logger(epochs: int, examples_per_epoch: int):
-    """Rank-0 callback: one log line per epoch with the (rank-averaged) loss and examples/second."""
+def _epoch_logger(epochs: int, steps: int, examples_per_step: int):
+    """Rank-0 callback: a text progress bar every tenth of an epoch, then one line per epoch with
+    the (rank-averaged) loss and examples/second.
+
+    Horovod prefixes and forwards rank output line by line, so a redrawn terminal bar (``\r``)
+    would only appear at the end; a bar logged as lines shows progress in Spark's logs too.
+    """
     import tensorflow as tf
+
+    tick = max(1, steps // 10)
 
     class EpochLogger(tf.keras.callbacks.Callback):
         def __init__(self):
@@ -71,12 +78,23 @@ def _epoch_logger(epochs: int, examples_per_epoch: int):
             self.examples_per_sec: List[float] = []
 
         def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
             self._start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            done = batch + 1
+            if done % tick or done == steps:
+                return
+            seconds = time.perf_counter() - self._start
+            filled = 20 * done // steps
+            log.info("epoch %d/%d [%s%s] %3d%% %d/%d steps, loss %.4f, %.0f examples/s", self._epoch + 1,
+                     epochs, "#" * filled, "." * (20 - filled), 100 * done // steps, done, steps,
+                     (logs or {}).get("loss", float("nan")), done * examples_per_step / seconds)
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self._start
             self.losses.append(float(logs["loss"]))
-            self.examples_per_sec.append(examples_per_epoch / seconds)
+            self.examples_per_sec.append(steps * examples_per_step / seconds)
             log.info("epoch %d/%d: loss %.4f, %.0f examples/s (%.1fs)", epoch + 1, epochs,
                      self.losses[-1], self.examples_per_sec[-1], seconds)
 
@@ -131,7 +149,7 @@ def train_fn(task: TrainTask) -> Optional[dict]:
                   loss="binary_crossentropy")
     store = ModelStore(task.warehouse)
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()]
-    progress = _epoch_logger(conf.epochs, steps * conf.batch_size * size)
+    progress = _epoch_logger(conf.epochs, steps, conf.batch_size * size)
     if rank == 0:
         checkpoints = store.checkpoint_dir(task.model, task.run_id)
         callbacks += [progress, tf.keras.callbacks.ModelCheckpoint(checkpoints + "/epoch-{epoch:02d}",

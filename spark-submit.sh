@@ -49,8 +49,8 @@ for key, value in (merged.get("spark", {}).get("conf") or {}).items():
     print(f"{key}={value}")
 PYEOF
 )
-ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "nightrec-${MODULE}"
-      --py-files "$WHEEL" --archives "dist/conf.zip#conf")
+ARCHIVES="dist/conf.zip#conf"
+ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "nightrec-${MODULE}" --py-files "$WHEEL")
 for kv in "${SPARK_CONF[@]}"; do
   case "$kv" in
     spark.driver.memory=*) ARGS+=(--driver-memory "${kv#*=}") ;;
@@ -60,11 +60,11 @@ done
 if [[ "$MASTER" == local* ]]; then
   export PYSPARK_PYTHON="$PY" PYSPARK_DRIVER_PYTHON="$PY" NIGHTREC_CONF_DIR="$PWD/conf"
 elif [[ -n "${PYSPARK_ENV_ARCHIVE:-}" ]]; then
-  ARGS+=(--archives "dist/conf.zip#conf,${PYSPARK_ENV_ARCHIVE}#environment"
-         --conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python
+  ARCHIVES+=",${PYSPARK_ENV_ARCHIVE}#environment"
+  ARGS+=(--conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python
          --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python)
   export PYSPARK_PYTHON=./environment/bin/python
 fi
-ARGS+=(--conf spark.executorEnv.NIGHTREC_CONF_DIR=conf --conf spark.yarn.appMasterEnv.NIGHTREC_CONF_DIR=conf)
+ARGS+=(--archives "$ARCHIVES" --conf spark.executorEnv.NIGHTREC_CONF_DIR=conf --conf spark.yarn.appMasterEnv.NIGHTREC_CONF_DIR=conf)
 
 exec "$PWD/.venv/bin/spark-submit" "${ARGS[@]}" "$APP_FILE" --env "$ENV_NAME" "$@"

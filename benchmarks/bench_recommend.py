@@ -78,12 +78,9 @@ def main(argv=None):
     n_items = store.read(S.VOCAB_ITEMS.name).count()
 
     truth = evaluate.held_out(store.read(S.EVAL_CANDIDATES.name)).cache()
-    ours = (store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == F.lit(cfg.run_date))
-            .join(store.read(S.VOCAB_USERS.name), S.USER_ID).join(store.read(S.VOCAB_ITEMS.name), S.ITEM_ID)
-            .select(S.USER_IDX, S.RANK, S.ITEM_IDX))
+    ours = evaluate.recommendations_by_index(store, cfg.run_date)
     cf = store.read(S.CF_EXAMPLES.name)
-    seen = (cf.where(F.col(S.LABEL) > 0).groupBy(S.USER_IDX)
-            .agg(F.collect_list(S.ITEM_IDX).alias("seen")).join(truth.select(S.USER_IDX), S.USER_IDX))
+    seen = evaluate.evaluated_users_seen(cf, truth)
     als_recs, als_users, als_fit, als_seconds = als_top_k(spark, cf, seen, k, cfg.train.deep_cf.embedding_dim, 42)
     figures = {
         "recommend job (ours)": evaluate.full_ranking_metrics(ours, truth, k, n_items),

@@ -38,6 +38,20 @@ def held_out(eval_candidates: DataFrame) -> DataFrame:
     return eval_candidates.where(F.col(S.LABEL) > 0).select(S.USER_IDX, F.col(S.ITEM_IDX).alias("held_item"))
 
 
+def recommendations_by_index(store, run_date: dt.date) -> DataFrame:
+    """(user_idx, rank, item_idx, model_run) of the run date's recommendations."""
+    return (store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == F.lit(run_date))
+            .join(store.read(S.VOCAB_USERS.name), S.USER_ID).join(store.read(S.VOCAB_ITEMS.name), S.ITEM_ID)
+            .select(S.USER_IDX, S.RANK, S.ITEM_IDX, S.MODEL_RUN))
+
+
+def evaluated_users_seen(cf_examples: DataFrame, truth: DataFrame) -> DataFrame:
+    """(user_idx, seen) of the users with a held-out item: what recommendations had to exclude."""
+    from jobs.recommend import seen_items
+
+    return seen_items(cf_examples).join(truth.select(S.USER_IDX), S.USER_IDX)
+
+
 def full_ranking_metrics(recs: DataFrame, truth: DataFrame, k: int, n_items: int) -> Dict[str, float]:
     """precision/recall/NDCG@k over users in ``truth``; coverage over ``recs``.
 
@@ -131,13 +145,10 @@ def run(ctx: JobContext) -> Dict[str, int]:
             return {}
         truth = held_out(store.read(S.EVAL_CANDIDATES.name)).cache()
         n_items = store.read(S.VOCAB_ITEMS.name).count()
-        recs = (store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == F.lit(cfg.run_date))
-                .join(store.read(S.VOCAB_USERS.name), S.USER_ID).join(store.read(S.VOCAB_ITEMS.name), S.ITEM_ID)
-                .select(S.USER_IDX, S.RANK, S.ITEM_IDX, S.MODEL_RUN))
+        recs = recommendations_by_index(store, cfg.run_date)
         model_run = (recs.select(S.MODEL_RUN).first() or [None])[0]
         cf = store.read(S.CF_EXAMPLES.name)
-        seen = (cf.where(F.col(S.LABEL) > 0).groupBy(S.USER_IDX)
-                .agg(F.collect_list(S.ITEM_IDX).alias("seen")).join(truth.select(S.USER_IDX), S.USER_IDX))
+        seen = evaluated_users_seen(cf, truth)
         rows = metric_rows(BLEND, model_run, PROTOCOL_FULL, full_ranking_metrics(recs, truth, k, n_items), cfg.run_date)
         rows += metric_rows(POPULARITY, None, PROTOCOL_FULL,
                             full_ranking_metrics(popularity_top_k(seen, cf, k), truth, k, n_items), cfg.run_date)
@@ -157,9 +168,9 @@ def run(ctx: JobContext) -> Dict[str, int]:
 
 def write_report(warehouse: str, run_date: str, text: str) -> str:
     """Write the Markdown report under ``<warehouse>/reports/`` (local warehouses only)."""
-    from libs.storage import _local_path, _to_uri
+    from libs.storage import local_path, to_uri
 
-    folder = _local_path(join_path(_to_uri(warehouse), "reports"))
+    folder = local_path(join_path(to_uri(warehouse), "reports"))
     if folder is None:
         log.info("warehouse is not local; report kept in the log only:\n%s", text)
         return "(log)"

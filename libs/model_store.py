@@ -10,25 +10,15 @@ from __future__ import annotations
 import json
 import logging
 from typing import Optional
-from urllib.parse import urlparse
 
 from libs.conf import join_path
+from libs.storage import local_path, to_uri
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 RECORD_FILE = "record.json"
 LATEST_FILE = "LATEST"
-
-
-def _fs_path(root: str) -> str:
-    """``file://`` URIs and relative paths become absolute local paths; other URIs pass through."""
-    import os
-
-    parsed = urlparse(root)
-    if parsed.scheme in ("", "file"):
-        return os.path.abspath(parsed.path if parsed.scheme else root)
-    return root
 
 
 def load_model_at(path: str):
@@ -44,7 +34,8 @@ class ModelStore:
     """Saved models and their JSON records under ``<warehouse_root>/models``."""
 
     def __init__(self, warehouse_root: str):
-        self.root = join_path(_fs_path(warehouse_root), "models")
+        uri = to_uri(warehouse_root)
+        self.root = join_path(local_path(uri) or uri, "models")  # tf.io.gfile wants plain local paths
 
     def run_dir(self, model: str, run_id: str) -> str:
         return join_path(self.root, model, run_id)

@@ -44,14 +44,15 @@ def delta_classes_on_classpath(spark: SparkSession) -> bool:
         return False
 
 
-def _to_uri(path: str) -> str:
+def to_uri(path: str) -> str:
     """Local paths become absolute ``file://`` URIs; URIs (s3a://, hdfs://, file:) pass through."""
     if urlparse(path).scheme:
         return path
     return "file://" + os.path.abspath(path)
 
 
-def _local_path(uri: str) -> Optional[str]:
+def local_path(uri: str) -> Optional[str]:
+    """The local filesystem path of a ``file://`` URI or plain path; None for remote URIs."""
     parsed = urlparse(uri)
     return unquote(parsed.path) if parsed.scheme in ("", "file") else None
 
@@ -81,7 +82,7 @@ class DeltaStore:
         if backend not in ("auto", "spark", "delta-rs"):
             raise ValueError(f"unknown storage backend {backend!r}")
         self.spark = spark
-        self.root = _to_uri(warehouse)
+        self.root = to_uri(warehouse)
         if backend == "auto":
             backend = "spark" if delta_classes_on_classpath(spark) else "delta-rs"
         if backend == "spark" and not delta_classes_on_classpath(spark):
@@ -126,7 +127,7 @@ class DeltaStore:
         they are decoded here into the names on the filesystem that Spark and Petastorm open.
         Local files come back as bare paths from delta-rs; Petastorm needs ``file://`` URIs.
         """
-        return [_to_uri(unquote(uri)) for uri in self._delta_table(table, version).file_uris()]
+        return [to_uri(unquote(uri)) for uri in self._delta_table(table, version).file_uris()]
 
     def partition_columns(self, table: str, version: Optional[int] = None) -> List[str]:
         return list(self._delta_table(table, version).metadata().partition_columns)
@@ -279,7 +280,7 @@ class DeltaStore:
     @staticmethod
     def _file_stats(table_uri: str, rel: str) -> str:
         """``{"numRecords": n}`` from the Parquet footer when the file is local (cheap), else {}."""
-        local = _local_path(table_uri)
+        local = local_path(table_uri)
         if local is None:
             return "{}"
         import pyarrow.parquet as pq

@@ -1,4 +1,4 @@
-"""Petastorm streaming of Delta tables into TensorFlow, one shard per Horovod rank.
+"""Petastorm readers over Delta tables, one shard per Horovod rank.
 
 The storage layer lists the active Parquet files of a Delta version; Petastorm reads those files
 row group by row group (never the whole table in memory), rank ``r`` of ``n`` taking every n-th
@@ -34,18 +34,3 @@ def make_shard_reader(files: Sequence[str], rank: int = 0, size: int = 1,
         cur_shard=rank if size > 1 else None, shard_count=size if size > 1 else None,
         shuffle_row_groups=shuffle_seed is not None, seed=shuffle_seed,
         num_epochs=num_epochs, reader_pool_type="thread", workers_count=workers)
-
-
-def make_tf_dataset(reader, batch_size: int, shuffle_buffer: int = 0, seed: Optional[int] = None):
-    """Row-group batches from ``reader`` re-batched to ``batch_size`` as a ``tf.data`` pipeline.
-
-    Yields the reader's named tuples as dicts of tensors, e.g. ``{"user_idx": (B,), ...}``;
-    fixed-length array columns arrive as ``(B, L)``.
-    """
-    import tensorflow as tf
-    from petastorm.tf_utils import make_petastorm_dataset
-
-    dataset = make_petastorm_dataset(reader).map(lambda batch: batch._asdict()).unbatch()
-    if shuffle_buffer:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -28,9 +28,9 @@ from libs.runtime import JobContext, job_main
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_FULL = "full_ranking"
-BLEND = "blend"
-POPULARITY = "popularity"
+PROTOCOL_FULL = S.PROTOCOL_FULL_RANKING
+FINAL = S.MODEL_FINAL
+POPULARITY = S.MODEL_POPULARITY
 
 
 def held_out(eval_candidates: DataFrame) -> DataFrame:
@@ -149,7 +149,7 @@ def run(ctx: JobContext) -> Dict[str, int]:
         model_run = (recs.select(S.MODEL_RUN).first() or [None])[0]
         cf = store.read(S.CF_EXAMPLES.name)
         seen = evaluated_users_seen(cf, truth)
-        rows = metric_rows(BLEND, model_run, PROTOCOL_FULL, full_ranking_metrics(recs, truth, k, n_items), cfg.run_date)
+        rows = metric_rows(FINAL, model_run, PROTOCOL_FULL, full_ranking_metrics(recs, truth, k, n_items), cfg.run_date)
         rows += metric_rows(POPULARITY, None, PROTOCOL_FULL,
                             full_ranking_metrics(popularity_top_k(seen, cf, k), truth, k, n_items), cfg.run_date)
         rows += training_metric_rows(cfg.storage.warehouse, cfg.train.models, cfg.run_date)

@@ -75,6 +75,10 @@ SOURCE = "source"                # how the row was produced: "ranked" or "fallba
 METRIC = "metric"
 METRIC_VALUE = "metric_value"
 EVALUATED_AT = "evaluated_at"
+# names in the metrics table that the quality gate, the report and downstream readers rely on
+PROTOCOL_FULL_RANKING = "full_ranking"   # every unseen item ranked, each user's held-out item
+MODEL_FINAL = "final"                    # the recommendations table itself
+MODEL_POPULARITY = "popularity"          # the popularity baseline of the same run
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def test_nightly_on_ml100k_meets_the_contract_and_beats_popularity(warehouse, ca
     metrics = {(r[S.MODEL], r[S.PROTOCOL], r[S.METRIC]): r[S.METRIC_VALUE]
                for r in store.read(S.METRICS.name).where(F.col(S.RUN_DATE) == RUN_DATE).collect()}
     for metric in ("precision@10", "ndcg@10"):
-        ours, popular = metrics[("blend", "full_ranking", metric)], metrics[("popularity", "full_ranking", metric)]
+        ours, popular = metrics[("final", "full_ranking", metric)], metrics[("popularity", "full_ranking", metric)]
         assert ours > popular, f"{metric}: recommendations {ours:.4f} vs popularity {popular:.4f}"
 
     # a rerun of the date leaves one copy of the date's rows

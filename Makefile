@@ -14,7 +14,7 @@ STAMP = $(VENV)/.installed-$(REQS_HASH)
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: setup check-java nightly test test-quick bench-prep bench-train bench-recommend dist clean
+.PHONY: setup check-java nightly test test-quick bench-prep bench-train bench-recommend bench-quality dist clean
 
 setup: check-java $(STAMP)
 
@@ -61,6 +61,9 @@ bench-train: setup
 
 bench-recommend: setup
 	$(PY) -m benchmarks.bench_recommend $(ARGS)
+
+bench-quality: setup
+	$(PY) -m benchmarks.bench_quality $(ARGS)
 
 dist: setup
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .

@@ -63,7 +63,7 @@ def main(argv=None):
     warehouse = args.warehouse or f".bench/{args.dataset}"
     cfg = load_config(env="local", dataset=args.dataset, overrides=[
         f"storage.warehouse={warehouse}", "run.date=2003-03-01", "run.run_id=bench",
-        *(f"train.{m}.epochs={args.epochs}" for m in ("deep_cf", "dien", "content"))])
+        *(f"train.{m}.epochs={args.epochs}" for m in ("sasrec", "deep_cf", "dien", "content"))])
     ctx = make_context(cfg)
     store, spark, k = ctx.store, ctx.spark, cfg.recommend.k
     if not store.exists(S.EVAL_CANDIDATES.name):

@@ -1,11 +1,14 @@
-"""Evaluate the recommendations table against each user's held-out interaction.
+"""Evaluate the recommendations table, and every stage alone, against each user's held-out item.
 
 Full-ranking protocol (DESIGN.md): for every user with a held-out item, precision@K, recall@K and
 NDCG@K of the K recommended items (one relevant item, so ideal DCG = 1), plus catalog coverage
-(distinct recommended items / items in the vocabulary). The same figures are computed in the same
-run for a popularity baseline (the K most popular training items the user has not seen). The NCF
-and sequence-protocol figures that training stored per model are copied alongside, so the
-``metrics`` table holds every figure of the night. A Markdown report is written next to the tables.
+(distinct recommended items / items in the vocabulary). The same figures, in the same run, for:
+each retriever alone (its own top-K from the ``candidates`` stage table), a popularity baseline (the
+K most popular training items the user has not seen) and Spark MLlib ALS (implicit feedback, rank
+64) trained on the same interactions the recommendations exclude. The NCF and sequence-protocol
+figures that training stored per model, and the blend's validation fit, are copied alongside, so
+the ``metrics`` table holds every figure of the night. A Markdown report is written next to the
+tables.
 
 In ``recommend.mode = production`` nothing is held out and this job only records that.
 """
@@ -31,6 +34,10 @@ log = logging.getLogger(__name__)
 PROTOCOL_FULL = S.PROTOCOL_FULL_RANKING
 FINAL = S.MODEL_FINAL
 POPULARITY = S.MODEL_POPULARITY
+ALS_BASELINE = "als"
+PROTOCOL_VALIDATION = "validation_candidates"  # the blend fit: NDCG@K of validation items among candidates
+PROTOCOL_BLEND_WEIGHT = "blend_weight"
+ALS_PARAMS = {"rank": 64, "maxIter": 10, "regParam": 0.05, "alpha": 20.0}  # as in benchmarks.bench_recommend
 
 
 def held_out(eval_candidates: DataFrame) -> DataFrame:
@@ -45,11 +52,47 @@ def recommendations_by_index(store, run_date: dt.date) -> DataFrame:
             .select(S.USER_IDX, S.RANK, S.ITEM_IDX, S.MODEL_RUN))
 
 
-def evaluated_users_seen(cf_examples: DataFrame, truth: DataFrame) -> DataFrame:
-    """(user_idx, seen) of the users with a held-out item: what recommendations had to exclude."""
-    from jobs.recommend import seen_items
+def stage_recommendations(store, run_date: dt.date) -> DataFrame:
+    """(stage, user_idx, rank, item_idx) of the run date's retrieval stages (each retriever alone)."""
+    if not store.exists(S.CANDIDATES.name):
+        return None
+    return (store.read(S.CANDIDATES.name).where(F.col(S.RUN_DATE) == F.lit(run_date))
+            .select(S.STAGE, S.USER_IDX, S.RANK, S.ITEM_IDX))
 
-    return seen_items(cf_examples).join(truth.select(S.USER_IDX), S.USER_IDX)
+
+def evaluated_users_seen(cf_examples: DataFrame, truth: DataFrame) -> DataFrame:
+    """(user_idx, seen) of the users with a held-out item: everything the recommendations exclude
+    (every positive of cf_examples: training and validation items)."""
+    seen = (cf_examples.where(F.col(S.LABEL) > 0).groupBy(S.USER_IDX)
+            .agg(F.array_sort(F.collect_set(S.ITEM_IDX)).alias("seen")))
+    return seen.join(truth.select(S.USER_IDX), S.USER_IDX)
+
+
+def als_top_k(users_seen: DataFrame, cf_examples: DataFrame, k: int, seed: int) -> DataFrame:
+    """(user_idx, rank, item_idx): Spark MLlib ALS (implicit) trained on every positive the
+    recommendations exclude, each user's K best unseen items by the factors' dot product."""
+    from pyspark.ml.recommendation import ALS
+
+    from libs.scoring import retrieve_top_n
+
+    positives = cf_examples.where(F.col(S.LABEL) > 0).select(S.USER_IDX, S.ITEM_IDX, F.lit(1.0).alias("r"))
+    model = ALS(userCol=S.USER_IDX, itemCol=S.ITEM_IDX, ratingCol="r", implicitPrefs=True, seed=seed,
+                coldStartStrategy="drop", **ALS_PARAMS).fit(positives)
+    factors = model.itemFactors.toPandas()  # one row per item: small
+    items = np.zeros((int(factors["id"].max()) + 1, ALS_PARAMS["rank"]), np.float32)
+    items[factors["id"].to_numpy()] = np.stack(factors["features"].to_numpy())
+
+    def top(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in frames:
+            vectors = np.stack(frame["features"].to_numpy()).astype(np.float32) if len(frame) else \
+                np.zeros((0, items.shape[1]), np.float32)
+            best, _ = retrieve_top_n(vectors, items, k, 4096, list(frame["seen"]))
+            rows, ranks = np.nonzero(best >= 0)
+            yield pd.DataFrame({S.USER_IDX: frame[S.USER_IDX].to_numpy(np.int32)[rows],
+                                S.RANK: (ranks + 1).astype(np.int32), S.ITEM_IDX: best[rows, ranks].astype(np.int32)})
+
+    users = users_seen.join(model.userFactors.withColumnRenamed("id", S.USER_IDX), S.USER_IDX)
+    return users.mapInPandas(top, f"{S.USER_IDX} int, {S.RANK} int, {S.ITEM_IDX} int")
 
 
 def full_ranking_metrics(recs: DataFrame, truth: DataFrame, k: int, n_items: int) -> Dict[str, float]:
@@ -95,6 +138,29 @@ def popularity_top_k(users_seen: DataFrame, cf_examples: DataFrame, k: int) -> D
 def metric_rows(model: str, model_run: Optional[str], protocol: str, figures: Dict[str, float],
                 run_date: dt.date) -> List[tuple]:
     return [(model, model_run, protocol, name, float(value), run_date) for name, value in sorted(figures.items())]
+
+
+def blend_metric_rows(warehouse: str, run_id: str, run_date: dt.date) -> List[tuple]:
+    """The blend's validation fit (from the model store): NDCG@K of the validation items among the
+    candidates, ranked by each model alone and by the fitted blend, and the fitted weights."""
+    from libs.model_store import ModelStore
+    from libs.ranking import BLEND_RECORD
+
+    store = ModelStore(warehouse)
+    try:
+        record = store.record(BLEND_RECORD, run_id)
+    except (FileNotFoundError, OSError):
+        return []
+    name = next((k for k in record if k.startswith("validation_ndcg@") and not k.endswith("_alone")), None)
+    if name is None:
+        return []
+    metric = name[len("validation_"):]
+    rows = metric_rows(FINAL, run_id, PROTOCOL_VALIDATION, {metric: record[name]}, run_date)
+    for model, value in sorted(record.get(name + "_alone", {}).items()):
+        rows += metric_rows(model, run_id, PROTOCOL_VALIDATION, {metric: value}, run_date)
+    for model, weight in sorted(record["weights"].items()):
+        rows += metric_rows(model, run_id, PROTOCOL_BLEND_WEIGHT, {"weight": weight}, run_date)
+    return rows
 
 
 def training_metric_rows(warehouse: str, models: List[str], run_date: dt.date) -> List[tuple]:
@@ -150,8 +216,17 @@ def run(ctx: JobContext) -> Dict[str, int]:
         cf = store.read(S.CF_EXAMPLES.name)
         seen = evaluated_users_seen(cf, truth)
         rows = metric_rows(FINAL, model_run, PROTOCOL_FULL, full_ranking_metrics(recs, truth, k, n_items), cfg.run_date)
+        stages = stage_recommendations(store, cfg.run_date)
+        for stage in sorted(r[0] for r in stages.select(S.STAGE).distinct().collect()) if stages else []:
+            rows += metric_rows(stage, model_run, PROTOCOL_FULL, full_ranking_metrics(
+                stages.where(F.col(S.STAGE) == stage).drop(S.STAGE), truth, k, n_items), cfg.run_date)
+        seen = seen.cache()
         rows += metric_rows(POPULARITY, None, PROTOCOL_FULL,
                             full_ranking_metrics(popularity_top_k(seen, cf, k), truth, k, n_items), cfg.run_date)
+        rows += metric_rows(ALS_BASELINE, None, PROTOCOL_FULL, full_ranking_metrics(
+            als_top_k(seen, cf, k, cfg.features.seed), truth, k, n_items), cfg.run_date)
+        seen.unpersist()
+        rows += blend_metric_rows(cfg.storage.warehouse, cfg.run.run_id, cfg.run_date)
         rows += training_metric_rows(cfg.storage.warehouse, cfg.train.models, cfg.run_date)
         metrics = spark.createDataFrame(rows, S.METRICS.schema)
         store.write(metrics, S.METRICS.name, partition_by=list(S.METRICS.partition_by),
@@ -160,7 +235,7 @@ def run(ctx: JobContext) -> Dict[str, int]:
         report = render_report(rows, cfg.run_date, k)
         path = write_report(cfg.storage.warehouse, cfg.run.date, report)
         for row in rows:
-            if row[2] == PROTOCOL_FULL and row[3] in (f"precision@{k}", f"ndcg@{k}"):
+            if row[2] == PROTOCOL_FULL and row[3] in (f"recall@{k}", f"ndcg@{k}"):
                 log.info("%s %s %s = %.4f", row[0], row[2], row[3], row[4])
         log.info("evaluation report: %s", path)
     return dict(result.rows)

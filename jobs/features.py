@@ -27,7 +27,7 @@ from libs import schema as S
 from libs.conf import Config
 from libs.contract import conform_exact
 from libs.features import (events_until, history_windows, latest, non_null_elements, pad_right,
-                           sample_negatives, stable_vocabulary, title_tokens, user_rng)
+                           sample_negatives, session_starts, stable_vocabulary, title_tokens, user_rng)
 from libs.log import step
 from libs.runtime import JobContext, job_main
 from libs.streaming import min_files_for_training
@@ -35,6 +35,7 @@ from libs.streaming import min_files_for_training
 log = logging.getLogger(__name__)
 
 IS_TEST = "_is_test"
+IS_VALID = "_is_valid"
 TS_MICROS = "_ts"
 # independent random streams per table, so changing one table's sampling leaves the others alone
 STREAM_CF, STREAM_SEQ, STREAM_EVAL = 1, 2, 3
@@ -71,13 +72,27 @@ def indexed_interactions(events: DataFrame, vocab_users: DataFrame, vocab_items:
 
 
 def mark_holdout(interactions: DataFrame, hold_out: bool) -> DataFrame:
-    """Add IS_TEST: true for each user's latest interaction when ``hold_out`` and the user has >= 2."""
-    if not hold_out:
-        return interactions.withColumn(IS_TEST, F.lit(False))
+    """Add IS_TEST and IS_VALID: the held-out test and validation interactions of each user.
+
+    With ``hold_out`` (evaluate mode) a user's latest interaction is the test item (users with >= 2)
+    and the one before it the validation item (users with >= 3). Without (production mode) nothing
+    is a test item and the latest is the validation item (users with >= 2). Validation items tune
+    epochs and blend weights and are never trained on; they stay in the histories models read at
+    serving time, as in the SASRec protocol.
+    """
     newest_first = Window.partitionBy(S.USER_IDX).orderBy(F.desc(S.EVENT_TS), F.desc(S.ITEM_IDX))
-    per_user = Window.partitionBy(S.USER_IDX)
-    is_test = (F.row_number().over(newest_first) == 1) & (F.count(F.lit(1)).over(per_user) >= 2)
-    return interactions.withColumn(IS_TEST, is_test)
+    count = F.count(F.lit(1)).over(Window.partitionBy(S.USER_IDX))
+    recency = F.row_number().over(newest_first)
+    is_test = ((recency == 1) & (count >= 2)) if hold_out else F.lit(False)
+    valid_recency, valid_count = (2, 3) if hold_out else (1, 2)
+    return (interactions.withColumn("_recency", recency).withColumn("_count", count)
+            .withColumn(IS_TEST, is_test)
+            .withColumn(IS_VALID, (F.col("_recency") == valid_recency) & (F.col("_count") >= valid_count))
+            .drop("_recency", "_count"))
+
+
+def _split(is_test: np.ndarray, is_valid: np.ndarray) -> np.ndarray:
+    return np.where(is_test, S.SPLIT_TEST, np.where(is_valid, S.SPLIT_VALID, S.SPLIT_TRAIN))
 
 
 # --- user and item features -------------------------------------------------------------------
@@ -140,12 +155,12 @@ def item_features(marked: DataFrame, items: DataFrame, vocab_items: DataFrame, v
 # --- examples (one user per pandas call) ------------------------------------------------------
 
 def _user_frames(marked: DataFrame) -> GroupedData:
-    return (marked.select(S.USER_IDX, S.ITEM_IDX, F.unix_micros(S.EVENT_TS).alias(TS_MICROS), IS_TEST)
+    return (marked.select(S.USER_IDX, S.ITEM_IDX, F.unix_micros(S.EVENT_TS).alias(TS_MICROS), IS_TEST, IS_VALID)
             .groupBy(S.USER_IDX))
 
 
 def _timeline(pdf: pd.DataFrame) -> pd.DataFrame:
-    """One user's rows in timeline order; the held-out row, the latest, comes last."""
+    """One user's rows in timeline order; the held-out rows (validation, then test) come last."""
     return pdf.sort_values([TS_MICROS, S.ITEM_IDX], kind="stable", ignore_index=True)
 
 
@@ -155,45 +170,47 @@ def _array_column(matrix: np.ndarray) -> pd.Series:
 
 
 def cf_examples(marked: DataFrame, num_items: int, negatives_per_positive: int, seed: int) -> DataFrame:
-    """Each distinct (user, item) of the training interactions (label 1) plus N negatives (label 0)."""
+    """Each distinct (user, item) of the training interactions (label 1, split train) plus N negatives
+    (label 0), and the validation item (label 1, split valid: seen by the user, never trained on)."""
 
     def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
         user = int(pdf[S.USER_IDX].iat[0])
-        positives = np.unique(pdf.loc[~pdf[IS_TEST], S.ITEM_IDX].to_numpy())
+        held = pdf[IS_TEST] | pdf[IS_VALID]
+        positives = np.unique(pdf.loc[~held, S.ITEM_IDX].to_numpy())
+        valid = np.setdiff1d(pdf.loc[pdf[IS_VALID], S.ITEM_IDX].to_numpy(), positives)
         negatives = sample_negatives(user_rng(seed, user, STREAM_CF), pdf[S.ITEM_IDX].to_numpy(), num_items,
                                      len(positives) * negatives_per_positive)
         return pd.DataFrame({
-            S.USER_IDX: np.int32(user), S.ITEM_IDX: np.concatenate([positives, negatives]).astype(np.int32),
-            S.LABEL: np.repeat(np.float32([1.0, 0.0]), [len(positives), len(negatives)]),
-            S.SPLIT: S.SPLIT_TRAIN})
+            S.USER_IDX: np.int32(user),
+            S.ITEM_IDX: np.concatenate([positives, negatives, valid]).astype(np.int32),
+            S.LABEL: np.repeat(np.float32([1.0, 0.0, 1.0]), [len(positives), len(negatives), len(valid)]),
+            S.SPLIT: np.repeat([S.SPLIT_TRAIN, S.SPLIT_TRAIN, S.SPLIT_VALID],
+                               [len(positives), len(negatives), len(valid)])})
 
     return _user_frames(marked).applyInPandas(per_user, S.CF_EXAMPLES.schema)
 
 
 def seq_examples(marked: DataFrame, num_items: int, history_length: int, seed: int) -> DataFrame:
-    """DIEN examples: for every training interaction after the user's first, and for the held-out one,
-    the history before it (latest L, oldest first, right-padded), a positive row for the item and a
-    negative row for a sampled item sharing that history. HIST_NEG_ITEMS holds, per history position,
-    a sampled negative fixed for that position of the user's timeline (the auxiliary loss contrasts
-    it with the real next item). Held-out rows have split=test and train rows split=train.
+    """DIEN examples: for every interaction after the user's first, the history before it (latest L,
+    oldest first, right-padded), a positive row for the item and a negative row for a sampled item
+    sharing that history. HIST_NEG_ITEMS holds, per history position, a sampled negative fixed for
+    that position of the user's timeline (the auxiliary loss contrasts it with the real next item).
+    SPLIT is the target's: train, valid (the validation item) or test (the held-out item).
     """
 
     def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
         pdf = _timeline(pdf)
         user = int(pdf[S.USER_IDX].iat[0])
         touched = pdf[S.ITEM_IDX].to_numpy(np.int64)
-        is_test = pdf[IS_TEST].to_numpy(bool)
-        train, held_out = touched[~is_test], touched[is_test]
+        split = _split(pdf[IS_TEST].to_numpy(bool), pdf[IS_VALID].to_numpy(bool))
         rng = user_rng(seed, user, STREAM_SEQ)
-        timeline_negatives = sample_negatives(rng, touched, num_items, len(train))
-        # targets: train positions 1..n-1, then the held-out item at position n (after all train items)
-        positions = np.arange(1, len(train) + len(held_out))
-        targets = np.concatenate([train[1:], held_out])
+        timeline_negatives = sample_negatives(rng, touched, num_items, len(touched))
+        positions = np.arange(1, len(touched))
+        targets = touched[positions]
         target_negatives = sample_negatives(rng, touched, num_items, len(positions))
         if len(target_negatives) < len(positions):  # the user touched every item: nothing to contrast
             positions, targets = positions[:0], targets[:0]
-        splits = np.where(positions < len(train), S.SPLIT_TRAIN, S.SPLIT_TEST)
-        hist = history_windows(train, positions, history_length)
+        hist = history_windows(touched, positions, history_length)
         hist_neg = history_windows(timeline_negatives, positions, history_length)
         return pd.DataFrame({
             S.USER_IDX: np.int32(user),
@@ -202,9 +219,55 @@ def seq_examples(marked: DataFrame, num_items: int, history_length: int, seed: i
             S.HIST_LEN: np.repeat(np.minimum(positions, history_length), 2).astype(np.int32),
             S.ITEM_IDX: np.stack([targets, target_negatives[:len(targets)]], axis=1).ravel().astype(np.int32),
             S.LABEL: np.tile(np.float32([1.0, 0.0]), len(positions)),
-            S.SPLIT: np.repeat(splits, 2)})
+            S.SPLIT: np.repeat(split[positions], 2)})
 
     return _user_frames(marked).applyInPandas(per_user, S.SEQ_EXAMPLES.schema)
+
+
+def next_item_examples(marked: DataFrame, sequence_length: int, gap_minutes: int) -> DataFrame:
+    """Sequence model windows: each user's training timeline (validation and test items excluded)
+    cut from its end into windows of ``sequence_length`` inputs; every position's target is the
+    item after it, so one window trains up to L next-item predictions."""
+
+    def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
+        pdf = _timeline(pdf)
+        train = ~(pdf[IS_TEST] | pdf[IS_VALID]).to_numpy(bool)
+        items = pdf[S.ITEM_IDX].to_numpy(np.int64)[train]
+        starts = session_starts(pdf[TS_MICROS].to_numpy(np.int64)[train], gap_minutes)
+        ends = np.arange(len(items) - 1, 0, -sequence_length)  # last target of each window
+        inputs = history_windows(items, ends, sequence_length)
+        return pd.DataFrame({
+            S.USER_IDX: np.int32(pdf[S.USER_IDX].iat[0]),
+            S.SEQ_ITEMS: _array_column(inputs),
+            S.SEQ_SESSION_STARTS: _array_column(history_windows(starts, ends, sequence_length)),
+            S.SEQ_LEN: np.minimum(ends, sequence_length).astype(np.int32),
+            S.TARGET_ITEMS: _array_column(history_windows(items, ends + 1, sequence_length + 1)[:, 1:]),
+            S.SPLIT: S.SPLIT_TRAIN})
+
+    return _user_frames(marked).applyInPandas(per_user, S.NEXT_ITEM_EXAMPLES.schema)
+
+
+def user_sequences(marked: DataFrame, sequence_length: int, gap_minutes: int) -> DataFrame:
+    """Two queries per user: ``valid``, the latest L items before the validation item (VALID_ITEM),
+    for users that have one; ``serve``, the latest L items before the test item (evaluate mode) or
+    of the whole timeline (production), which the recommendations are made from."""
+
+    def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
+        pdf = _timeline(pdf)
+        items = pdf[S.ITEM_IDX].to_numpy(np.int64)
+        starts = session_starts(pdf[TS_MICROS].to_numpy(np.int64), gap_minutes)
+        is_valid = pdf[IS_VALID].to_numpy(bool)
+        serve_end = len(items) - int(pdf[IS_TEST].sum())
+        ends = np.r_[np.flatnonzero(is_valid)[:1], serve_end]
+        splits = [S.SPLIT_VALID] * (len(ends) - 1) + [S.SPLIT_SERVE]
+        return pd.DataFrame({
+            S.USER_IDX: np.int32(pdf[S.USER_IDX].iat[0]), S.SPLIT: splits,
+            S.SEQ_ITEMS: _array_column(history_windows(items, ends, sequence_length)),
+            S.SEQ_SESSION_STARTS: _array_column(history_windows(starts, ends, sequence_length)),
+            S.SEQ_LEN: np.minimum(ends, sequence_length).astype(np.int32),
+            S.VALID_ITEM: np.r_[items[is_valid][:1], 0].astype(np.int32)})
+
+    return _user_frames(marked).applyInPandas(per_user, S.USER_SEQUENCES.schema)
 
 
 def content_examples(seq: DataFrame, item_features_df: DataFrame) -> DataFrame:
@@ -299,6 +362,10 @@ def run(ctx: JobContext) -> Dict[str, int]:
             # from the written table: recomputing the seq examples would redo the sampling UDF
             write(st, content_examples(store.read(S.SEQ_EXAMPLES.name), store.read(S.ITEM_FEATURES.name)),
                   S.CONTENT_EXAMPLES, training_files(2 * train_rows, cfg))
+        with step(log, "features.sequences") as st:
+            write(st, next_item_examples(marked, fc.sequence_length, cfg.sessions.gap_minutes),
+                  S.NEXT_ITEM_EXAMPLES, training_files(train_rows // fc.sequence_length, cfg))
+            write(st, user_sequences(marked, fc.sequence_length, cfg.sessions.gap_minutes), S.USER_SEQUENCES)
         with step(log, "features.eval_candidates") as st:
             write(st, eval_candidates(marked, num_items, fc.eval_negatives, fc.seed), S.EVAL_CANDIDATES)
     finally:

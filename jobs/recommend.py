@@ -1,44 +1,49 @@
-"""Top-K recommendations for every user: retrieval, then ranking, written to ``recommendations``.
+"""Top-K recommendations for every user: retrieval over the whole catalog, then a fitted blend.
 
-1. Retrieval: each executor scores its users against all items with deep_cf's GMF embedding dot
-   products, in item blocks, keeping a partial top-N (``recommend.candidates``) and skipping items
-   the user has seen (``libs.scoring.retrieve_top_n``).
-2. Ranking: the N candidates are scored by every trained deep model (deep_cf, dien, content) and
-   blended: ``score = sum_m w_m * p_m / sum_m w_m`` with ``recommend.weights``. Items that never had
-   an interaction have no trained CF embedding, so they are scored by the content model alone
-   (its item tower reads only title, genres and year) and compete on that probability.
-3. Ties break by item index; the best ``recommend.k`` are kept.
+1. Retrieval: every retriever of ``recommend.retrievers`` (the registry says which models can)
+   turns each user's serving query (``user_sequences`` split=serve) into a vector and scores the
+   whole catalog in item blocks, keeping its top-N of the items the user has not seen; the union
+   of those lists are the candidates (:mod:`libs.ranking`).
+2. Ranking: each candidate gets every trained model's score (a retriever's dot product, a ranker's
+   probability), standardized per user, and the weighted sum decides. The weights are fitted on
+   validation queries (each user's history before the second-latest interaction, candidates from
+   that history, target = that interaction; never the test item) over a sample of
+   ``recommend.blend_users`` users; ``recommend.blend_users: 0`` uses ``recommend.weights`` as given.
+   The fit and its validation NDCG@10 per model are saved in the model store (``blend``).
+3. Ties break by item index; the best ``recommend.k`` are kept; score = sigmoid(blend).
 4. Fallback for users with no training history: the most popular items of the last
-   ``recommend.fallback_days`` days of events up to the run date (all-time popularity if that window
-   is empty), ties by item id, marked ``source = "fallback"``.
+   ``recommend.fallback_days`` days of events up to the run date, ties by item id, marked
+   ``source = "fallback"``.
 
-Every user of ``vocab_users`` gets exactly K rows unless fewer unseen items exist. Models are
-loaded once per executor Python worker (module-level cache), never per batch.
+Each retriever's own top-K goes to the ``candidates`` stage table, so the evaluate job can score
+every stage alone. Models are loaded once per executor Python worker, never per batch.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
-from typing import Dict, Iterator, Optional
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from libs import schema as S
 from libs.contract import conform_exact
 from libs.log import step
+from libs.ranking import BLEND_RECORD, NO_ITEM, blend, query_columns, top_k_rows, fit_blend_weights, retrieval_scores, standardize, union_candidates
 from libs.runtime import JobContext, job_main
-from libs.scoring import blend_scores, model_run_label, retrieve_top_n, top_k
+from libs.scoring import model_run_label
 
 log = logging.getLogger(__name__)
 
 SOURCE_RANKED = "ranked"
 SOURCE_FALLBACK = "fallback"
-RANKING_MODELS = ("deep_cf", "dien", "content")
 _USER_BATCH = 256
+SEEN = "seen"
 
 _loaded_models: Dict[str, object] = {}  # model path -> Keras model, per Python worker
 
@@ -54,22 +59,25 @@ def _model_at(path: str):
 
 # --- extract --------------------------------------------------------------------------------
 
-def seen_items(cf_examples: DataFrame) -> DataFrame:
-    """(user_idx, seen: array<int>) of training positives: everything the user interacted with in
-    production mode, everything but the held-out item in evaluate mode (features decides)."""
-    return (cf_examples.where(F.col(S.LABEL) > 0).groupBy(S.USER_IDX)
-            .agg(F.array_sort(F.collect_set(S.ITEM_IDX)).alias("seen")))
+def seen_items(cf_examples: DataFrame, splits: Optional[List[str]] = None) -> DataFrame:
+    """(user_idx, seen: array<int>) of the user's positives in ``splits`` (default: every split).
+
+    Every split is what serving excludes (training and validation items; in production mode that
+    is everything); ``[train]`` is what a validation query excludes.
+    """
+    positives = cf_examples.where(F.col(S.LABEL) > 0)
+    if splits:
+        positives = positives.where(F.col(S.SPLIT).isin(splits))
+    return positives.groupBy(S.USER_IDX).agg(F.array_sort(F.collect_set(S.ITEM_IDX)).alias(SEEN))
 
 
-def users_to_score(vocab_users: DataFrame, user_features: DataFrame, seen: DataFrame) -> DataFrame:
-    """Every vocabulary user with history and seen items (empty for users without history)."""
-    empty_ints = F.array().cast("array<int>")
-    return (vocab_users.select(S.USER_IDX)
-            .join(user_features.select(S.USER_IDX, S.HIST_ITEMS, S.HIST_LEN), S.USER_IDX, "left")
+def queries(user_sequences: DataFrame, split: str, seen: DataFrame) -> DataFrame:
+    """The ``split`` query of every user that has one, with the items it must exclude."""
+    empty = F.array().cast("array<int>")
+    return (user_sequences.where((F.col(S.SPLIT) == split) & (F.col(S.SEQ_LEN) > 0))
             .join(seen, S.USER_IDX, "left")
-            .select(S.USER_IDX, F.coalesce(S.HIST_ITEMS, empty_ints).alias(S.HIST_ITEMS),
-                    F.coalesce(S.HIST_LEN, F.lit(0)).alias(S.HIST_LEN),
-                    F.coalesce("seen", empty_ints).alias("seen")))
+            .select(S.USER_IDX, S.SEQ_ITEMS, S.SEQ_SESSION_STARTS, S.SEQ_LEN, S.VALID_ITEM,
+                    F.coalesce(SEEN, empty).alias(SEEN)))
 
 
 # --- transform ------------------------------------------------------------------------------
@@ -92,102 +100,132 @@ def popular_fallback(events: DataFrame, vocab_items: DataFrame, run_date: dt.dat
 
 
 @dataclass
-class RankingAssets:
-    """Everything executors need to rank, shipped once per task with the closure.
+class ServingAssets:
+    """Everything executors need, shipped once per task with the closure (O(items) numbers).
 
     Attributes:
-        user_vectors, item_vectors: (n_users+1, d), (n_items+1, d) deep_cf GMF embeddings.
-        warm_items: (n_items+1,) bool, True for items with training interactions.
+        retrievers: retriever -> candidates it contributes (its top-N).
+        item_vectors: retriever -> (n_items, D) item vectors.
+        allowed_items: retriever -> (n_items,) bool, the items it may return: items with training
+            interactions, and for retrievers whose item side reads only content, every item.
         item_content: column -> array indexed by item index (title tokens, genres, year bucket).
-        model_paths: model name -> saved model path, for every model trained for this run.
+        model_paths: model -> saved model path, for every model in the blend.
+        blend_models: the blend's feature order; weights: (M,) in that order.
+        history_length: L of the rankers' HIST_ITEMS (the latest L items of the query).
     """
 
     k: int
-    n: int
     block_size: int
-    user_vectors: np.ndarray
-    item_vectors: np.ndarray
-    warm_items: np.ndarray
+    retrievers: Dict[str, int]
+    item_vectors: Dict[str, np.ndarray]
+    allowed_items: Dict[str, np.ndarray]
     item_content: Dict[str, np.ndarray]
     model_paths: Dict[str, str]
-    weights: Dict[str, float]
+    blend_models: List[str]
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    history_length: int = 0
 
 
-def rank_users(batches: Iterator[pd.DataFrame], assets: RankingAssets) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: rows (user_idx, hist_items, hist_len, seen) -> K ranked rows per user."""
-    cold = np.flatnonzero(~assets.warm_items[1:]) + 1
+def candidate_features(frame: pd.DataFrame, assets: ServingAssets):
+    """(candidates (U, C), valid (U, C), features (U, C, M), stage {retriever: (U, N)}) of a block."""
+    from libs import models as registry
+
+    columns = query_columns(frame, assets.history_length)
+    seen = [np.asarray(s, dtype=np.int64) for s in frame[SEEN]]
+    user_vectors = {}
+    for name in assets.retrievers:
+        retrieval = registry.model_def(name).retrieval
+        user_vectors[name] = np.asarray(retrieval.user_vectors(
+            _model_at(assets.model_paths[name]), {c: columns[c] for c in retrieval.user_columns}), np.float32)
+    candidates, stage = union_candidates(user_vectors, assets.item_vectors, assets.retrievers,
+                                         assets.block_size, seen, assets.allowed_items)
+    valid = candidates != NO_ITEM
+    rows, slots = np.nonzero(valid)
+    features = np.zeros(candidates.shape + (len(assets.blend_models),))
+    for m, name in enumerate(assets.blend_models):
+        if name in user_vectors:
+            scores = retrieval_scores(user_vectors[name], assets.item_vectors[name], candidates)
+        else:
+            items = candidates[rows, slots]
+            inputs = {c: (columns[c][rows] if c in columns else assets.item_content[c][items])
+                      for c in registry.inference_columns(name) if c != S.ITEM_IDX}
+            inputs[S.ITEM_IDX] = items.astype(np.int32)
+            scores = np.zeros(candidates.shape)
+            if len(items):
+                scores[rows, slots] = registry.score(_model_at(assets.model_paths[name]), inputs)
+        features[:, :, m] = standardize(scores, valid)
+    return candidates, valid, features, stage
+
+
+STAGE_SCHEMA = f"{S.USER_IDX} int, {S.STAGE} string, {S.RANK} int, {S.ITEM_IDX} int, {S.SCORE} double"
+
+
+def rank_users(batches: Iterator[pd.DataFrame], assets: ServingAssets) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: serving queries -> K final rows per user, plus each retriever's top-K."""
     for frame in batches:
         for start in range(0, len(frame), _USER_BATCH):
             chunk = frame.iloc[start:start + _USER_BATCH]
             users = chunk[S.USER_IDX].to_numpy()
-            seen = [np.asarray(s, dtype=np.int64) for s in chunk["seen"]]
-            candidates, _ = retrieve_top_n(assets.user_vectors[users], assets.item_vectors, assets.n,
-                                           assets.block_size, seen, assets.warm_items)
-            yield _rank_chunk(chunk, users, seen, candidates, cold, assets)
+            candidates, valid, features, stage = candidate_features(chunk, assets)
+            blended = 1.0 / (1.0 + np.exp(-blend(features, assets.weights)))
+            out = [top_k_rows(users, candidates, valid, blended, assets.k).assign(**{S.STAGE: S.MODEL_FINAL})]
+            for name, items in stage.items():
+                retrieved = items[:, :assets.k]
+                slots = np.broadcast_to(-np.arange(retrieved.shape[1], dtype=np.float64), retrieved.shape)
+                out.append(top_k_rows(users, retrieved, retrieved != NO_ITEM, slots, assets.k)
+                           .assign(**{S.STAGE: name}))
+            yield pd.concat(out, ignore_index=True)[[S.USER_IDX, S.STAGE, S.RANK, S.ITEM_IDX, S.SCORE]]
 
 
-def _rank_chunk(chunk: pd.DataFrame, users: np.ndarray, seen, candidates: np.ndarray,
-                cold: np.ndarray, assets: RankingAssets) -> pd.DataFrame:
-    from libs import models as registry
-
-    score_cold = "content" in assets.model_paths and len(cold) > 0  # else cold items stay out
-    pair_row, pair_item, pair_warm = [], [], []
-    for row in range(len(users)):
-        warm = candidates[row][candidates[row] >= 0]
-        cold_unseen = np.setdiff1d(cold, seen[row]) if score_cold else cold[:0]
-        pair_row.append(np.full(len(warm) + len(cold_unseen), row))
-        pair_item.append(np.concatenate([warm, cold_unseen]))
-        pair_warm.append(np.r_[np.ones(len(warm), bool), np.zeros(len(cold_unseen), bool)])
-    pair_row, pair_item, pair_warm = (np.concatenate(a) for a in (pair_row, pair_item, pair_warm))
-    if not len(pair_item):
-        return _empty_ranked()
-    hist = np.stack(chunk[S.HIST_ITEMS].to_numpy()).astype(np.int32)
-    columns = {
-        S.USER_IDX: users[pair_row].astype(np.int32), S.ITEM_IDX: pair_item.astype(np.int32),
-        S.HIST_ITEMS: hist[pair_row], S.HIST_LEN: chunk[S.HIST_LEN].to_numpy()[pair_row].astype(np.int32),
-        **{c: values[pair_item] for c, values in assets.item_content.items()},
-    }
-    # Cold items have no CF/DIEN signal: only the content model scores them, and its probability
-    # is their score. Warm pairs get every model and the blend.
-    blended = np.empty(len(pair_item))
-    warm_scores = {}
-    for name, path in sorted(assets.model_paths.items()):
-        rows = slice(None) if name == "content" else pair_warm
-        inputs = {c: columns[c][rows] for c in registry.inference_columns(name)}
-        n_rows = len(next(iter(inputs.values())))
-        probabilities = (registry.score(_model_at(path), inputs).astype(np.float64) if n_rows
-                         else np.zeros(0))
-        if name == "content":
-            blended[~pair_warm] = probabilities[~pair_warm]
-            probabilities = probabilities[pair_warm]
-        warm_scores[name] = probabilities
-    blended[pair_warm] = blend_scores(warm_scores, assets.weights)
-    frames = []
-    for row, user in enumerate(users):
-        mask = pair_row == row
-        items, best = top_k(pair_item[mask], blended[mask], assets.k)
-        frames.append(pd.DataFrame({
-            S.USER_IDX: np.full(len(items), user, np.int32), S.RANK: np.arange(1, len(items) + 1, dtype=np.int32),
-            S.ITEM_IDX: items.astype(np.int32), S.SCORE: best, S.SOURCE: SOURCE_RANKED}))
-    return pd.concat(frames, ignore_index=True)
+VALIDATION_SCHEMA = f"{S.USER_IDX} int, width int, n_candidates int, features array<double>, target_slot int"
 
 
-def _empty_ranked() -> pd.DataFrame:
-    return pd.DataFrame({S.USER_IDX: pd.Series(dtype="int32"), S.RANK: pd.Series(dtype="int32"),
-                         S.ITEM_IDX: pd.Series(dtype="int32"), S.SCORE: pd.Series(dtype="float64"),
-                         S.SOURCE: pd.Series(dtype="object")})
+def validation_features(batches: Iterator[pd.DataFrame], assets: ServingAssets) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: validation queries -> each user's flattened (C, M) features and the slot
+    of the validation item among its candidates (-1 when no retriever found it)."""
+    for frame in batches:
+        for start in range(0, len(frame), _USER_BATCH):
+            chunk = frame.iloc[start:start + _USER_BATCH]
+            candidates, valid, features, _ = candidate_features(chunk, assets)
+            targets = chunk[S.VALID_ITEM].to_numpy()
+            hit = candidates == targets[:, None]
+            slot = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+            yield pd.DataFrame({S.USER_IDX: chunk[S.USER_IDX].to_numpy(np.int32),
+                                "width": np.full(len(chunk), candidates.shape[1], np.int32),
+                                "n_candidates": valid.sum(axis=1).astype(np.int32),
+                                "features": list(features.reshape(len(chunk), -1)), "target_slot": slot})
 
 
-RANKED_SCHEMA = f"{S.USER_IDX} int, {S.RANK} int, {S.ITEM_IDX} int, {S.SCORE} double, {S.SOURCE} string"
+def fit_blend(validation: pd.DataFrame, models: List[str], k: int, step: float) -> dict:
+    """Fit the blend weights on collected validation features; the record of the fit."""
+    width = int(validation["width"].max())
+    m = len(models)
+    features = np.zeros((len(validation), width, m))
+    valid = np.zeros((len(validation), width), bool)
+    for row, (w, n, flat) in enumerate(zip(validation["width"], validation["n_candidates"], validation["features"])):
+        features[row, :w] = np.asarray(flat).reshape(w, m)
+        valid[row, :n] = True  # union_candidates packs the real candidates first
+    slots = validation["target_slot"].to_numpy()
+    weights, ndcg, _ = fit_blend_weights(features, valid, slots, k, step)
+    alone = {name: fit_blend_weights(features[:, :, [i]], valid, slots, k, 1.0)[1] for i, name in enumerate(models)}
+    return {"models": models, "weights": {n: float(w) for n, w in zip(models, weights)},
+            f"validation_ndcg@{k}": ndcg, f"validation_ndcg@{k}_alone": alone,
+            "validation_users": int(len(validation)),
+            "validation_recall_of_candidates": float((slots >= 0).mean()) if len(slots) else 0.0,
+            "tuned_on": "each user's validation item (second-latest interaction in evaluate mode, latest in "
+                        "production), candidates retrieved from the history before it; test items unused"}
 
 
-def recommend(users: DataFrame, assets: RankingAssets, fallback: DataFrame) -> DataFrame:
-    """(user_idx, rank, item_idx, score, source) for every user: ranked, or the fallback list."""
-    with_history = users.where(F.col(S.HIST_LEN) > 0)
-    ranked = with_history.mapInPandas(lambda it: rank_users(it, assets), RANKED_SCHEMA)
-    cold_users = users.where(F.col(S.HIST_LEN) == 0).select(S.USER_IDX)
+def recommend(users: DataFrame, assets: ServingAssets, fallback: DataFrame) -> DataFrame:
+    """(user_idx, stage, rank, item_idx, score, source): ranked rows and retriever stage rows of every
+    user with history, and the fallback list (stage final) for ``users`` without."""
+    with_history = users.where(F.col(S.SEQ_LEN) > 0)
+    ranked = (with_history.mapInPandas(lambda it: rank_users(it, assets), STAGE_SCHEMA)
+              .withColumn(S.SOURCE, F.lit(SOURCE_RANKED)))
+    cold_users = users.where(F.col(S.SEQ_LEN) == 0).select(S.USER_IDX)
     fallen_back = (cold_users.crossJoin(F.broadcast(fallback))
-                   .select(S.USER_IDX, S.RANK, S.ITEM_IDX, S.SCORE, F.lit(SOURCE_FALLBACK).alias(S.SOURCE)))
+                   .select(S.USER_IDX, F.lit(S.MODEL_FINAL).alias(S.STAGE), S.RANK, S.ITEM_IDX, S.SCORE,
+                           F.lit(SOURCE_FALLBACK).alias(S.SOURCE)))
     return ranked.unionByName(fallen_back)
 
 
@@ -200,29 +238,23 @@ def with_original_ids(recs: DataFrame, vocab_users: DataFrame, vocab_items: Data
 
 # --- run ------------------------------------------------------------------------------------
 
-def load_assets(ctx: JobContext, item_features: DataFrame, vocab_items_count: int):
-    """(RankingAssets, {model: run id}) for this run: embeddings, content arrays, model paths.
-
-    Small (O(users + items) numbers) so the driver builds them once and Spark ships them to tasks.
-    """
+def load_assets(ctx: JobContext, item_features: DataFrame, n_items: int):
+    """(ServingAssets without weights, {model: run id}) of this run's trained models."""
     from libs import models as registry
     from libs.model_store import ModelStore
 
     cfg = ctx.cfg.recommend
     store = ModelStore(ctx.cfg.storage.warehouse)
-    runs = {m: store.latest_run(m) for m in RANKING_MODELS if m in ctx.cfg.train.models}
+    runs = {m: store.latest_run(m) for m in ctx.cfg.train.models}
     runs = {m: r for m, r in runs.items() if r}
-    if "deep_cf" not in runs:
-        raise RuntimeError("recommend needs a trained deep_cf model for retrieval; run jobs.train first "
-                           f"(model store: {store.root})")
-    user_vectors, item_vectors = registry.retrieval_embeddings("deep_cf", store.load("deep_cf", runs["deep_cf"]))
+    chosen = {name: n for name, n in cfg.retrievers.items() if name in runs}
+    if not chosen:
+        raise RuntimeError(f"recommend needs a trained retriever of recommend.retrievers {sorted(cfg.retrievers)} "
+                           f"(trained: {sorted(runs) or 'none'}); run jobs.train first (model store: {store.root})")
     content = item_features.select(S.ITEM_IDX, S.POPULARITY, S.TITLE_TOKENS, S.GENRE_MULTI_HOT,
                                    S.YEAR_BUCKET).toPandas()  # one row per item: small
-    size = max(vocab_items_count + 1, len(item_vectors))
     idx = content[S.ITEM_IDX].to_numpy()
-    warm = np.zeros(size, bool)
-    warm[idx[content[S.POPULARITY].to_numpy() > 0]] = True
-    warm[len(item_vectors):] = False
+    size = max(n_items, int(idx.max(initial=0))) + 1
 
     def dense(column, dtype):
         values = np.stack(content[column].to_numpy()).astype(dtype)
@@ -233,30 +265,79 @@ def load_assets(ctx: JobContext, item_features: DataFrame, vocab_items_count: in
     item_content = {S.TITLE_TOKENS: dense(S.TITLE_TOKENS, np.int32),
                     S.GENRE_MULTI_HOT: dense(S.GENRE_MULTI_HOT, np.float32),
                     S.YEAR_BUCKET: dense(S.YEAR_BUCKET, np.int32)}
-    log.info("ranking with %s; %d warm and %d cold items", model_run_label(runs), warm.sum(),
-             size - 1 - warm.sum())
-    return RankingAssets(cfg.k, cfg.candidates, cfg.block_size, user_vectors, item_vectors, warm,
-                         item_content, {m: store.model_path(m, r) for m, r in runs.items()},
-                         dict(cfg.weights)), runs
+    models = {m: store.load(m, r) for m, r in runs.items() if m in chosen or registry.model_def(m).ranks}
+    item_vectors = {m: np.asarray(registry.model_def(m).retrieval.item_vectors(models[m], item_content), np.float32)
+                    for m in chosen}
+    warm = np.zeros(size, bool)
+    warm[idx[content[S.POPULARITY].to_numpy() > 0]] = True
+    allowed = {}
+    for m, vectors in item_vectors.items():
+        allowed[m] = np.ones(len(vectors), bool) if registry.model_def(m).scores_cold_items else warm[:len(vectors)].copy()
+        allowed[m][size:] = False
+    blend_models = list(chosen) + [m for m in sorted(models) if m not in chosen and registry.model_def(m).ranks]
+    history_length = max([int(models[m].input[S.HIST_ITEMS].shape[1]) for m in blend_models
+                          if S.HIST_ITEMS in getattr(models[m], "input", {})] or [0])
+    log.info("retrieval with %s, blend of %s; %d warm items of %d", chosen, blend_models, warm.sum(), size - 1)
+    assets = ServingAssets(cfg.k, cfg.block_size, chosen, item_vectors, allowed, item_content,
+                           {m: store.model_path(m, runs[m]) for m in blend_models}, blend_models,
+                           history_length=history_length)
+    return assets, {m: runs[m] for m in blend_models}
+
+
+def blend_weights(ctx: JobContext, assets: ServingAssets, user_sequences: DataFrame, cf: DataFrame) -> dict:
+    """Fitted (or configured) weights of the blend, and the fit's record."""
+    cfg = ctx.cfg.recommend
+    if len(assets.blend_models) == 1 or cfg.blend_users == 0:
+        weights = {m: float(cfg.weights.get(m, 0.0 if len(assets.blend_models) > 1 else 1.0))
+                   for m in assets.blend_models}
+        return {"models": assets.blend_models, "weights": weights, "tuned_on": "configured (recommend.weights)"}
+    valid_queries = queries(user_sequences, S.SPLIT_VALID, seen_items(cf, [S.SPLIT_TRAIN]))
+    sample = valid_queries.orderBy(F.xxhash64(S.USER_IDX, F.lit(ctx.cfg.features.seed))).limit(cfg.blend_users)
+    collected = (sample.repartition(max(ctx.spark.sparkContext.defaultParallelism, 2), S.USER_IDX)
+                 .mapInPandas(lambda it: validation_features(it, assets), VALIDATION_SCHEMA).toPandas())
+    if collected.empty:
+        log.warning("no validation queries (users need 3+ interactions): blend weights from recommend.weights")
+        return {"models": assets.blend_models, "weights": {m: cfg.weights.get(m, 0.0) for m in assets.blend_models},
+                "tuned_on": "configured (no validation queries)"}
+    return fit_blend(collected.sort_values(S.USER_IDX, ignore_index=True), assets.blend_models, cfg.k,
+                     cfg.blend_grid_step)
 
 
 def run(ctx: JobContext) -> Dict[str, int]:
+    from libs.model_store import ModelStore
+
     cfg, store = ctx.cfg, ctx.store
     with step(log, "recommend") as result:
         vocab_users, vocab_items = store.read(S.VOCAB_USERS.name), store.read(S.VOCAB_ITEMS.name)
-        item_features = store.read(S.ITEM_FEATURES.name)
-        assets, runs = load_assets(ctx, item_features, vocab_items.count())
-        users = users_to_score(vocab_users, store.read(S.USER_FEATURES.name),
-                               seen_items(store.read(S.CF_EXAMPLES.name)))
-        n_partitions = max(ctx.spark.sparkContext.defaultParallelism, 2)
+        assets, runs = load_assets(ctx, store.read(S.ITEM_FEATURES.name), vocab_items.count())
+        sequences, cf = store.read(S.USER_SEQUENCES.name), store.read(S.CF_EXAMPLES.name)
+        fit = blend_weights(ctx, assets, sequences, cf)
+        assets.weights = np.array([fit["weights"][m] for m in assets.blend_models])
+        log.info("blend weights %s (%s)", fit["weights"], fit["tuned_on"])
+        ModelStore(cfg.storage.warehouse).save_record(BLEND_RECORD, cfg.run.run_id, {
+            **fit, "model_runs": runs, "retrievers": assets.retrievers, "run_date": cfg.run.date})
+        serving = queries(sequences, S.SPLIT_SERVE, seen_items(cf))
+        users = (vocab_users.select(S.USER_IDX).join(serving, S.USER_IDX, "left")
+                 .fillna(0, [S.SEQ_LEN]))
         fallback = popular_fallback(store.read(S.EVENTS.name), vocab_items, cfg.run_date,
                                     cfg.recommend.fallback_days, cfg.recommend.k)
-        recs = recommend(users.repartition(n_partitions, S.USER_IDX), assets, fallback)
-        out = with_original_ids(recs, vocab_users, vocab_items, model_run_label(runs), cfg.run_date)
-        version = store.write(out, S.RECOMMENDATIONS.name, partition_by=list(S.RECOMMENDATIONS.partition_by),
-                              replace_where={S.RUN_DATE: [cfg.run.date]})
-        rows = store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == F.lit(cfg.run_date)).count()
-        result.add(S.RECOMMENDATIONS.name, rows)
+        n_partitions = max(ctx.spark.sparkContext.defaultParallelism, 2)
+        rows = recommend(users.repartition(n_partitions, S.USER_IDX), assets, fallback).persist(
+            StorageLevel.MEMORY_AND_DISK)
+        try:
+            final = rows.where(F.col(S.STAGE) == S.MODEL_FINAL).drop(S.STAGE)
+            out = with_original_ids(final, vocab_users, vocab_items, model_run_label(runs), cfg.run_date)
+            version = store.write(out, S.RECOMMENDATIONS.name, partition_by=list(S.RECOMMENDATIONS.partition_by),
+                                  replace_where={S.RUN_DATE: [cfg.run.date]})
+            stages = conform_exact(rows.where(F.col(S.STAGE) != S.MODEL_FINAL).drop(S.SOURCE)
+                                   .withColumn(S.RUN_DATE, F.lit(cfg.run_date)).select(*S.CANDIDATES.columns),
+                                   S.CANDIDATES)
+            store.write(stages.coalesce(1), S.CANDIDATES.name, partition_by=list(S.CANDIDATES.partition_by),
+                        replace_where={S.RUN_DATE: [cfg.run.date]})
+        finally:
+            rows.unpersist()
+        count = store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == F.lit(cfg.run_date)).count()
+        result.add(S.RECOMMENDATIONS.name, count)
         log.info("recommendations for %s: version %d at %s", cfg.run.date, version,
                  store.path(S.RECOMMENDATIONS.name))
     return dict(result.rows)

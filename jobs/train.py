@@ -8,7 +8,10 @@ evaluate: the saved model, reloaded, on EVAL_CANDIDATES (NCF protocol HR@10 / ND
          split=test (AUC); the popularity baseline on the same rows. Metrics go into the record and
          the run is published as the model's latest.
 
-Evaluation scores the candidates on the driver (ml-1m: 604k rows), see :mod:`libs.metrics`.
+Retrievers (the registry says which) also get each user's validation query (history before the
+second-latest interaction, items trained on excluded): rank 0 keeps the epoch with the best
+full-ranking NDCG@10 on it. Evaluation scores the candidates on the driver (ml-1m: 604k rows), see
+:mod:`libs.metrics`.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from libs import schema as S
+from libs.conf import MODEL_NAMES
 from libs.feature_specs import FeatureSpecs
 from libs.log import step
 from libs.metrics import auc, ncf_hit_ndcg, popularity_scores
@@ -30,11 +34,11 @@ from libs.runtime import JobContext, job_main
 log = logging.getLogger(__name__)
 
 EVAL_K = 10
-NCF_PROTOCOL = "ncf"
+NCF_PROTOCOL = "ncf"            # libs.models.NCF_PROTOCOL / SEQUENCE_PROTOCOL (kept TensorFlow-free here)
 SEQUENCE_PROTOCOL = "sequence"
-MODEL_NAMES = ("deep_cf", "dien", "content")
+ITEM_CONTENT = {S.TITLE_TOKENS: np.int32, S.GENRE_MULTI_HOT: np.float32, S.YEAR_BUCKET: np.int32}
 FEATURE_TABLES = (S.VOCAB_USERS, S.VOCAB_ITEMS, S.VOCAB_TOKENS, S.VOCAB_GENRES, S.USER_FEATURES,
-                  S.ITEM_FEATURES, S.EVAL_CANDIDATES, S.SEQ_EXAMPLES)
+                  S.ITEM_FEATURES, S.EVAL_CANDIDATES, S.SEQ_EXAMPLES, S.USER_SEQUENCES, S.CF_EXAMPLES)
 
 
 @dataclass
@@ -73,6 +77,11 @@ def load_eval_data(ctx: JobContext, versions: Dict[str, int], specs: FeatureSpec
     columns = {S.USER_IDX: user_idx, S.ITEM_IDX: item_idx, S.LABEL: candidates[S.LABEL].to_numpy(np.float32)}
     for column, dtype in ((S.HIST_ITEMS, np.int32), (S.HIST_LEN, np.int32)):
         columns[column] = _by_index(users, S.USER_IDX, column, specs.n_users, dtype)[user_idx]
+    serving = (store.read(S.USER_SEQUENCES.name, versions[S.USER_SEQUENCES.name])
+               .where(F.col(S.SPLIT) == S.SPLIT_SERVE)
+               .select(S.USER_IDX, S.SEQ_ITEMS, S.SEQ_SESSION_STARTS, S.SEQ_LEN).toPandas())
+    for column in (S.SEQ_ITEMS, S.SEQ_SESSION_STARTS, S.SEQ_LEN):
+        columns[column] = _by_index(serving, S.USER_IDX, column, specs.n_users, np.int32)[user_idx]
     for column, dtype in ((S.TITLE_TOKENS, np.int32), (S.GENRE_MULTI_HOT, np.float32), (S.YEAR_BUCKET, np.int32)):
         columns[column] = _by_index(items, S.ITEM_IDX, column, specs.n_items, dtype)[item_idx]
 
@@ -103,15 +112,49 @@ def popularity_metrics(data: EvalData) -> Metrics:
 
 
 def evaluate_model(name: str, model, data: EvalData) -> Metrics:
-    """HR/NDCG@10 on the NCF candidates; for DIEN also AUC on its next-item test examples."""
-    from libs.models import inference_columns, score
+    """The protocols the registry lists for the model: HR/NDCG@10 on the NCF candidates, AUC on the
+    next-item test examples."""
+    from libs.models import inference_columns, model_def, pair_scores
 
-    metrics = {NCF_PROTOCOL: ncf_metrics(data, score(model, {c: data.candidates[c]
-                                                              for c in inference_columns(name)}))}
-    if name == "dien" and len(data.seq_test[S.LABEL]):
-        metrics[SEQUENCE_PROTOCOL] = {"auc": auc(data.seq_test[S.LABEL], score(
-            model, {c: data.seq_test[c] for c in inference_columns(name)}))}
+    protocols = model_def(name).protocols
+    metrics = {}
+    if NCF_PROTOCOL in protocols:
+        metrics[NCF_PROTOCOL] = ncf_metrics(data, pair_scores(name, model, {c: data.candidates[c]
+                                                                           for c in inference_columns(name)}))
+    if SEQUENCE_PROTOCOL in protocols and len(data.seq_test[S.LABEL]):
+        metrics[SEQUENCE_PROTOCOL] = {"auc": auc(data.seq_test[S.LABEL], pair_scores(
+            name, model, {c: data.seq_test[c] for c in inference_columns(name)}))}
     return metrics
+
+
+def validation_queries(ctx: JobContext, name: str, versions: Dict[str, int], history_length: int):
+    """The full-ranking validation queries of a retriever (None for other models), see
+    :class:`libs.training.ValidationQueries`."""
+    from libs.models import model_def
+    from libs.ranking import query_columns
+    from libs.training import ValidationQueries
+
+    retrieval = model_def(name).retrieval
+    if retrieval is None:
+        return None
+    store = ctx.store
+    seen = (store.read(S.CF_EXAMPLES.name, versions[S.CF_EXAMPLES.name])
+            .where((F.col(S.LABEL) > 0) & (F.col(S.SPLIT) == S.SPLIT_TRAIN))
+            .groupBy(S.USER_IDX).agg(F.array_sort(F.collect_set(S.ITEM_IDX)).alias("seen")))
+    rows = (store.read(S.USER_SEQUENCES.name, versions[S.USER_SEQUENCES.name])
+            .where((F.col(S.SPLIT) == S.SPLIT_VALID) & (F.col(S.SEQ_LEN) > 0))
+            .join(seen, S.USER_IDX, "left").orderBy(S.USER_IDX).toPandas())
+    if rows.empty:
+        return None
+    columns = {c: values for c, values in query_columns(rows, history_length).items() if c in retrieval.user_columns}
+    seen_lists = [np.asarray(s if s is not None else [], np.int64) for s in rows["seen"]]
+    indptr = np.r_[0, np.cumsum([len(s) for s in seen_lists])]
+    items = store.read(S.ITEM_FEATURES.name, versions[S.ITEM_FEATURES.name]).select(
+        S.ITEM_IDX, *ITEM_CONTENT).toPandas()  # one row per item: small
+    n_items = int(items[S.ITEM_IDX].max()) + 1 if len(items) else 1
+    content = {c: _by_index(items, S.ITEM_IDX, c, n_items, dtype) for c, dtype in ITEM_CONTENT.items()}
+    return ValidationQueries(columns, rows[S.VALID_ITEM].to_numpy(np.int64), indptr,
+                             np.concatenate(seen_lists) if len(seen_lists) else np.zeros(0, np.int64), content)
 
 
 def train_one(ctx: JobContext, name: str, versions: Dict[str, int], specs: FeatureSpecs,
@@ -132,7 +175,8 @@ def train_one(ctx: JobContext, name: str, versions: Dict[str, int], specs: Featu
         files=store.active_files(table, version), train_rows=train_rows, warehouse=store.root,
         shuffle_seed=cfg.train.shuffle_seed, shuffle_buffer=cfg.train.shuffle_buffer,
         record={"training_table": table, "table_versions": read_versions,
-                "table_rows": {table: store.num_rows(table, version)}})
+                "table_rows": {table: store.num_rows(table, version)}},
+        validation=validation_queries(ctx, name, versions, specs.history_length))
     with step(log, f"train {name}") as result:
         summary = run_training(task, cfg.train.num_proc)
         result.add(f"{table} train rows", train_rows)

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 CONF_DIR_ENV = "NIGHTREC_CONF_DIR"
+MODEL_NAMES = ("sasrec", "deep_cf", "dien", "content")  # the keys of libs.models.MODELS (checked there)
 
 
 class ConfigError(ValueError):
@@ -86,6 +87,7 @@ class FeaturesConf:
     seed: int = 42
     negatives_per_positive: int = 4
     history_length: int = 20
+    sequence_length: int = 50           # L_seq: window of the sequence model (sasrec)
     eval_negatives: int = 99
     title_max_tokens: int = 8
     year_bucket_size: int = 5
@@ -103,6 +105,11 @@ class ModelConf:
     l2: float = 0.0
     use_aux_loss: bool = True           # DIEN only
     aux_loss_weight: float = 1.0        # DIEN only
+    blocks: int = 2                     # sasrec: self-attention blocks
+    heads: int = 1                      # sasrec: attention heads
+    dropout: float = 0.2                # sasrec
+    patience: int = 0                   # retrievers: stop after this many epochs without a better
+                                        # validation NDCG@10 (0: run every epoch); the best epoch is kept
 
 
 @dataclass
@@ -114,15 +121,19 @@ class TrainConf:
     deep_cf: ModelConf = field(default_factory=ModelConf)
     dien: ModelConf = field(default_factory=ModelConf)
     content: ModelConf = field(default_factory=ModelConf)
+    sasrec: ModelConf = field(default_factory=ModelConf)
 
 
 @dataclass
 class RecommendConf:
     k: int = 10
-    candidates: int = 100               # retrieval keeps this many items per user before ranking
+    # retriever -> the top-N candidates it contributes (their union is ranked); retrievers: sasrec, deep_cf
+    retrievers: Dict[str, int] = field(default_factory=lambda: {"sasrec": 100, "deep_cf": 20})
     block_size: int = 2048              # items per retrieval block
     mode: str = "evaluate"              # evaluate (hold out latest) | production (train on everything)
-    weights: Dict[str, float] = field(default_factory=lambda: {"deep_cf": 0.5, "dien": 0.3, "content": 0.2})
+    blend_users: int = 2000             # validation queries the blend weights are fitted on (0: use weights)
+    blend_grid_step: float = 0.1        # weights are searched on the simplex in steps of this
+    weights: Dict[str, float] = field(default_factory=dict)  # blend weights when blend_users is 0
     fallback_days: int = 30             # popular items of the last N days for users without history
 
 
@@ -294,11 +305,14 @@ def _validate(cfg: Config) -> None:
     need(cfg.recommend.mode in ("evaluate", "production"), "recommend.mode must be evaluate or production")
     need(0 <= cfg.ingest.max_bad_ratio <= 1, "ingest.max_bad_ratio must be in [0, 1]")
     need(cfg.train.num_proc >= 1, "train.num_proc must be >= 1")
-    unknown_models = set(cfg.train.models) - {"deep_cf", "dien", "content"}
-    need(not unknown_models, f"train.models: unknown model(s) {sorted(unknown_models)}")
+    unknown_models = set(cfg.train.models) - set(MODEL_NAMES)
+    need(not unknown_models, f"train.models: unknown model(s) {sorted(unknown_models)}; known: {MODEL_NAMES}")
     need(cfg.features.history_length >= 1, "features.history_length must be >= 1")
-    need(cfg.recommend.k >= 1 and cfg.recommend.candidates >= cfg.recommend.k,
-         "recommend.candidates must be >= recommend.k >= 1")
+    need(cfg.features.sequence_length >= 2, "features.sequence_length must be >= 2")
+    need(cfg.recommend.k >= 1, "recommend.k must be >= 1")
+    need(cfg.recommend.retrievers and all(n >= cfg.recommend.k for n in cfg.recommend.retrievers.values()),
+         "recommend.retrievers must name at least one retriever, each with candidates >= recommend.k")
+    need(0 < cfg.recommend.blend_grid_step <= 1, "recommend.blend_grid_step must be in (0, 1]")
     for src_name in ("interactions", "items"):
         src = getattr(cfg.dataset, src_name)
         need(src.path, f"dataset.{src_name}.path is required (dataset adapter {cfg.dataset_name})")

@@ -71,6 +71,7 @@ class FeatureSpecs:
     n_year_buckets: int     # YEAR_BUCKET vocabulary size
     history_length: int     # L of HIST_ITEMS / HIST_NEG_ITEMS
     title_max_tokens: int   # length of TITLE_TOKENS
+    sequence_length: int = 50  # L_seq of SEQ_ITEMS (the sequence model's window)
 
     def features(self, embedding_dim: int) -> Dict[str, Feature]:
         """Every model input keyed by its column name; history lists share the item table."""
@@ -86,6 +87,10 @@ class FeatureSpecs:
             VarLenSparseFeat(S.TITLE_TOKENS, self.n_tokens, d, self.title_max_tokens),
             DenseFeat(S.GENRE_MULTI_HOT, self.n_genres),
             SparseFeat(S.YEAR_BUCKET, self.n_year_buckets, d),
+            VarLenSparseFeat(S.SEQ_ITEMS, self.n_items, d, self.sequence_length,
+                             length_name=S.SEQ_LEN, embedding_name=S.ITEM_IDX),
+            VarLenSparseFeat(S.SEQ_SESSION_STARTS, 2, d, self.sequence_length, length_name=S.SEQ_LEN),
+            DenseFeat(S.SEQ_LEN, 0, "int32"),
         ]
         return {f.name: f for f in feats}
 
@@ -128,4 +133,6 @@ class FeatureSpecs:
             n_year_buckets=int(item_row[0] or 0) + 1,
             history_length=int(history_length or cfg.features.history_length),
             title_max_tokens=int(item_row[2] or cfg.features.title_max_tokens),
+            sequence_length=int(read(S.USER_SEQUENCES).agg(F.max(F.size(S.SEQ_ITEMS))).first()[0]
+                                or cfg.features.sequence_length),
         )

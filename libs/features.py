@@ -112,6 +112,16 @@ def sample_negatives(rng: np.random.Generator, touched: np.ndarray, num_items: i
     return picked[:size]
 
 
+def session_starts(ts_micros: np.ndarray, gap_minutes: int) -> np.ndarray:
+    """1 where a new session starts in one user's time-ordered event times, else 0.
+
+    The sessions job's rule: a gap strictly greater than ``gap_minutes`` starts a new session; the
+    first event always does.
+    """
+    gaps = np.diff(np.asarray(ts_micros, dtype=np.int64), prepend=np.iinfo(np.int64).min // 2)
+    return (gaps > gap_minutes * 60 * 1_000_000).astype(np.int32)
+
+
 def history_windows(sequence: np.ndarray, targets: np.ndarray, length: int) -> np.ndarray:
     """For each target position ``t``, ``sequence[max(0, t - length):t]`` right-padded with 0.
 

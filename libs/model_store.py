@@ -58,6 +58,16 @@ class ModelStore:
         log.info("saved %s run %s to %s", model, run_id, run_dir)
         return run_dir
 
+    def save_record(self, model: str, run_id: str, record: dict) -> str:
+        """Write a run that is only a record (e.g. the fitted blend) and publish it; returns its folder."""
+        import tensorflow as tf
+
+        run_dir = self.run_dir(model, run_id)
+        tf.io.gfile.makedirs(run_dir)
+        self._write_json(join_path(run_dir, RECORD_FILE), {"model": model, "run_id": run_id, **record})
+        self.publish(model, run_id)
+        return run_dir
+
     def publish(self, model: str, run_id: str) -> None:
         """Point LATEST of ``model`` at ``run_id``."""
         import tensorflow as tf

@@ -60,9 +60,16 @@ DAYS_SINCE_LAST = "days_since_last"
 POPULARITY = "popularity"        # interactions of the item in training data
 USER_COUNT = "user_count"
 PROTOCOL = "protocol"            # eval_candidates: "ncf"
+SEQ_ITEMS = "seq_items"          # array<int> length L_seq: a window of the user's timeline, oldest first, right-padded
+SEQ_SESSION_STARTS = "seq_session_starts"  # array<int> aligned with SEQ_ITEMS: 1 where a new session starts
+SEQ_LEN = "seq_len"              # number of real items in SEQ_ITEMS
+TARGET_ITEMS = "target_items"    # array<int> aligned with SEQ_ITEMS: the item after each position (0 = none)
+VALID_ITEM = "valid_item"        # the user's validation item (the last of SEQ_ITEMS), 0 when none
 
 SPLIT_TRAIN = "train"
+SPLIT_VALID = "valid"            # each user's second-latest interaction: tuning only, never trained on
 SPLIT_TEST = "test"
+SPLIT_SERVE = "serve"            # user_sequences: the query the recommendations are made from
 
 # --- recommendations ----------------------------------------------------------------------
 RANK = "rank"
@@ -70,6 +77,7 @@ SCORE = "score"
 MODEL = "model"
 MODEL_RUN = "model_run"
 SOURCE = "source"                # how the row was produced: "ranked" or "fallback"
+STAGE = "stage"                  # candidates: the retriever whose own ranking the row is
 
 # --- metrics ------------------------------------------------------------------------------
 METRIC = "metric"
@@ -164,6 +172,17 @@ CONTENT_EXAMPLES = TableSpec("content_examples", T.StructType([
     _f(YEAR_BUCKET, _I, False), _f(LABEL, _F, False), _f(SPLIT, _S, False),
 ]), (), "content two-tower examples: seq targets joined with the target's content")
 
+NEXT_ITEM_EXAMPLES = TableSpec("next_item_examples", T.StructType([
+    _f(USER_IDX, _I, False), _f(SEQ_ITEMS, _INTS, False), _f(SEQ_SESSION_STARTS, _INTS, False),
+    _f(SEQ_LEN, _I, False), _f(TARGET_ITEMS, _INTS, False), _f(SPLIT, _S, False),
+]), (), "sequence model windows of the training timelines: every position's next item is a target")
+
+USER_SEQUENCES = TableSpec("user_sequences", T.StructType([
+    _f(USER_IDX, _I, False), _f(SPLIT, _S, False), _f(SEQ_ITEMS, _INTS, False),
+    _f(SEQ_SESSION_STARTS, _INTS, False), _f(SEQ_LEN, _I, False), _f(VALID_ITEM, _I, False),
+]), (), "per user, the latest L_seq items before the validation item (split=valid, VALID_ITEM = "
+        "that item) and before serving time (split=serve: all but the test item in evaluate mode)")
+
 EVAL_CANDIDATES = TableSpec("eval_candidates", T.StructType([
     _f(USER_IDX, _I, False), _f(ITEM_IDX, _I, False), _f(LABEL, _F, False),
     _f(PROTOCOL, _S, False),
@@ -174,6 +193,11 @@ RECOMMENDATIONS = TableSpec("recommendations", T.StructType([
     _f(SOURCE, _S, False), _f(MODEL_RUN, _S, False), _f(RUN_DATE, _DATE, False),
 ]), (RUN_DATE,), "top-K per user; rank 1 is best")
 
+CANDIDATES = TableSpec("candidates", T.StructType([
+    _f(USER_IDX, _I, False), _f(STAGE, _S, False), _f(RANK, _I, False), _f(ITEM_IDX, _I, False),
+    _f(SCORE, _D, False), _f(RUN_DATE, _DATE, False),
+]), (RUN_DATE,), "each retriever's own top-K per user (the retrieval stage alone, for evaluation)")
+
 METRICS = TableSpec("metrics", T.StructType([
     _f(MODEL, _S, False), _f(MODEL_RUN, _S), _f(PROTOCOL, _S, False), _f(METRIC, _S, False),
     _f(METRIC_VALUE, _D, False), _f(RUN_DATE, _DATE, False),
@@ -182,7 +206,7 @@ METRICS = TableSpec("metrics", T.StructType([
 ALL_TABLES = {t.name: t for t in [
     EVENTS, ITEMS, USERS, QUARANTINE, SESSIONS, VOCAB_USERS, VOCAB_ITEMS, VOCAB_TOKENS,
     VOCAB_GENRES, USER_FEATURES, ITEM_FEATURES, CF_EXAMPLES, SEQ_EXAMPLES, CONTENT_EXAMPLES,
-    EVAL_CANDIDATES, RECOMMENDATIONS, METRICS]}
+    NEXT_ITEM_EXAMPLES, USER_SEQUENCES, EVAL_CANDIDATES, RECOMMENDATIONS, CANDIDATES, METRICS]}
 
 
 def conform(df, spec: TableSpec, strict: bool = True):

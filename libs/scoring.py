@@ -2,8 +2,8 @@
 
 Retrieval scores a block of users against all items with embedding dot products, one item block
 at a time, keeping only a partial top-N per block (as Spark ALS ``recommendForAll`` does), so memory
-is O(users x (block + N)) instead of O(users x items). Ranking blends the deep models' scores of
-those N candidates; ordering is by score, then item index, so equal scores never reorder.
+is O(users x (block + N)) instead of O(users x items); ordering is by score, then item index, so
+equal scores never reorder. Ranking the candidates is :mod:`libs.ranking`.
 """
 from __future__ import annotations
 
@@ -62,27 +62,6 @@ def retrieve_top_n(user_vectors: np.ndarray, item_vectors: np.ndarray, n: int, b
 def _row_order(items: np.ndarray, scores: np.ndarray) -> np.ndarray:
     # lexsort on the last axis: primary key -score, secondary item index; -inf rows sink last
     return np.lexsort((items, -scores), axis=1)
-
-
-def blend_scores(model_scores: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-    """Weighted mean of the models' probabilities, weights renormalised over models present.
-
-    ``score = sum_m w_m * p_m / sum_m w_m`` for the models m that scored the rows, so dropping a
-    model (e.g. DIEN not trained tonight) keeps scores on the same 0..1 scale.
-    """
-    used = {m: w for m, w in weights.items() if m in model_scores and w > 0}
-    if not used:
-        raise ValueError(f"no positive weight for the scored models {sorted(model_scores)}; weights {dict(weights)}")
-    total = sum(used.values())
-    return sum(np.asarray(model_scores[m], dtype=np.float64) * (w / total) for m, w in used.items())
-
-
-def top_k(items: np.ndarray, scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` of one user's candidates, by score then item index; drops item -1 slots."""
-    valid = items >= 0
-    items, scores = items[valid], scores[valid]
-    order = np.lexsort((items, -scores))[:k]
-    return items[order], scores[order]
 
 
 def model_run_label(runs: Dict[str, str]) -> str:

@@ -32,31 +32,101 @@ class TrainTask:
     shuffle_buffer: int = 10_000  # rows; row groups are shuffled too, this mixes within them
     reader_workers: int = 2
     record: Dict = field(default_factory=dict)   # extra record fields: table versions, row counts
+    validation: Optional["ValidationQueries"] = None  # retrievers: pick the epoch on these (rank 0)
 
     def steps_per_epoch(self, size: int) -> int:
         """Every rank runs this many steps so allreduce calls pair up; at least one."""
         return max(1, self.train_rows // (self.conf.batch_size * size))
 
 
-def training_dataset(reader, columns: List[str], batch_size: int, shuffle_buffer: int, seed: int):
+@dataclass
+class ValidationQueries:
+    """Full-ranking validation of a retriever: each user's query before the validation item.
+
+    Attributes:
+        columns: the retriever's user columns, one row per query (user_sequences split=valid).
+        targets: (Q,) the validation item of each query.
+        seen_indptr, seen_items: CSR rows of the items each query's user trained on (excluded).
+        item_content: content columns by item index (for retrievers whose item side reads content).
+    """
+
+    columns: Dict[str, "np.ndarray"]  # noqa: F821
+    targets: "np.ndarray"  # noqa: F821
+    seen_indptr: "np.ndarray"  # noqa: F821
+    seen_items: "np.ndarray"  # noqa: F821
+    item_content: Dict[str, "np.ndarray"] = field(default_factory=dict)  # noqa: F821
+
+    def seen(self) -> List["np.ndarray"]:  # noqa: F821
+        return [self.seen_items[a:b] for a, b in zip(self.seen_indptr[:-1], self.seen_indptr[1:])]
+
+    def ndcg_recall(self, model_name: str, model, k: int = 10, block_size: int = 4096):
+        """(NDCG@k, recall@k) of the model's retrieval over the whole catalog."""
+        import numpy as np
+
+        from libs.models import retrieval_embeddings
+        from libs.scoring import retrieve_top_n
+
+        users, items = retrieval_embeddings(model_name, model, self.columns, self.item_content)
+        top, _ = retrieve_top_n(users, items, k, block_size, self.seen())
+        hits = top == self.targets[:, None]
+        rank = np.argmax(hits, axis=1)
+        found = hits.any(axis=1)
+        return float(np.where(found, 1.0 / np.log2(rank + 2.0), 0.0).mean()), float(found.mean())
+
+
+def _best_epoch_keeper(hvd, task: "TrainTask", patience: int):
+    """Keeps the weights of the epoch with the best validation NDCG@10 (computed on rank 0) and
+    stops every rank together once ``patience`` epochs (0: never) brought no improvement."""
+    import numpy as np
+    import tensorflow as tf
+
+    class BestEpoch(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.history: List[dict] = []
+            self.best_epoch, self.best_ndcg, self.best_weights = 0, -1.0, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            stop = 0
+            if hvd.rank() == 0:
+                ndcg, recall = task.validation.ndcg_recall(task.model, self.model)
+                self.history.append({"epoch": epoch + 1, "ndcg@10": ndcg, "recall@10": recall})
+                if ndcg > self.best_ndcg:
+                    self.best_epoch, self.best_ndcg, self.best_weights = epoch + 1, ndcg, self.model.get_weights()
+                log.info("epoch %d: validation NDCG@10 %.4f, recall@10 %.4f (best: epoch %d)", epoch + 1, ndcg,
+                         recall, self.best_epoch)
+                stop = int(patience > 0 and epoch + 1 - self.best_epoch >= patience)
+            if int(hvd.broadcast(np.int32(stop), root_rank=0, name=f"stop_{epoch}")):
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return BestEpoch()
+
+
+def training_dataset(reader, columns: List[str], batch_size: int, shuffle_buffer: int, seed: int,
+                     label: str = S.LABEL):
     """``(features, label)`` batches of the SPLIT == train rows of a Petastorm batch reader.
 
     Features: dict of ``columns`` -> (B,) or (B, L) tensors (Petastorm stacks fixed-length list
-    columns into 2-D arrays); label: LABEL (B,). The split filter runs on whole row-group batches
-    (one vectorized mask) before they are cut into rows for the shuffle buffer.
+    columns into 2-D arrays); label: the ``label`` column, (B,) or (B, L). The split filter runs on
+    whole row-group batches (one vectorized mask) before they are cut into rows for the shuffle
+    buffer.
     """
     import tensorflow as tf
     from petastorm.tf_utils import make_petastorm_dataset
 
     def train_rows(batch):
         keep = tf.equal(batch.split, S.SPLIT_TRAIN)
-        return {c: tf.boolean_mask(getattr(batch, c), keep) for c in columns + [S.LABEL]}
+        return {c: tf.boolean_mask(getattr(batch, c), keep) for c in columns + [label]}
 
     dataset = make_petastorm_dataset(reader).map(train_rows, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     return (dataset.batch(batch_size, drop_remainder=True)
-            .map(lambda rows: ({c: rows[c] for c in columns}, rows[S.LABEL]))
+            .map(lambda rows: ({c: rows[c] for c in columns}, rows[label]))
             .prefetch(tf.data.AUTOTUNE))
 
 
@@ -129,7 +199,7 @@ def train_fn(task: TrainTask) -> Optional[dict]:
 
     from libs.log import setup_logging
     from libs.model_store import ModelStore
-    from libs.models import build_model, training_columns
+    from libs.models import build_model, model_def, training_columns
     from libs.streaming import make_shard_reader
 
     setup_logging(task.run_id, task.run_date)
@@ -144,23 +214,25 @@ def train_fn(task: TrainTask) -> Optional[dict]:
         log.info("training %s on %d rank(s) (%s): %d rows, %d steps/epoch of %d x %d, lr %.4g",
                  task.model, size, device, task.train_rows, steps, size, conf.batch_size, learning_rate)
 
+    spec = model_def(task.model)
     model = build_model(task.model, task.specs, conf)
-    model.compile(optimizer=hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate)),
-                  loss="binary_crossentropy")
+    model.compile(optimizer=hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate)), loss=spec.loss)
     store = ModelStore(task.warehouse)
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()]
+    best = _best_epoch_keeper(hvd, task, conf.patience) if task.validation is not None else None
+    callbacks += [best] if best else []
     progress = _epoch_logger(conf.epochs, steps, conf.batch_size * size)
     if rank == 0:
         checkpoints = store.checkpoint_dir(task.model, task.run_id)
         callbacks += [progress, tf.keras.callbacks.ModelCheckpoint(checkpoints + "/epoch-{epoch:02d}",
                                                                    save_weights_only=True)]
-    columns = [c for c in training_columns(task.model, conf) if c != S.LABEL]
+    columns = [c for c in training_columns(task.model, conf) if c != spec.label]
     start = time.perf_counter()
-    with make_shard_reader(task.files, rank, size, columns=columns + [S.LABEL, S.SPLIT],
+    with make_shard_reader(task.files, rank, size, columns=columns + [spec.label, S.SPLIT],
                            shuffle_seed=task.shuffle_seed, num_epochs=None,
                            workers=task.reader_workers) as reader:
         dataset = training_dataset(reader, columns, conf.batch_size, task.shuffle_buffer,
-                                   seed=task.shuffle_seed + rank)
+                                   seed=task.shuffle_seed + rank, label=spec.label)
         model.fit(dataset, steps_per_epoch=steps, epochs=conf.epochs, callbacks=callbacks, verbose=0)
     seconds = time.perf_counter() - start
     if rank != 0:
@@ -171,9 +243,15 @@ def train_fn(task: TrainTask) -> Optional[dict]:
         "learning_rate_scaled": learning_rate, "train_rows": task.train_rows,
         "epoch_loss": progress.losses, "examples_per_sec": progress.examples_per_sec,
         # epoch_loss is the sum Keras minimizes: the label loss plus the layers' add_loss terms
-        "loss_terms": ["binary_crossentropy"] + sorted(layer.name for layer in model.layers if layer.losses),
+        "loss_terms": [getattr(spec.loss, "__name__", spec.loss)] + sorted(
+            layer.name for layer in model.layers if layer.losses),
         "training_seconds": seconds,
     }
+    if best is not None:
+        summary.update({"epochs_run": len(best.history), "best_epoch": best.best_epoch,
+                        "validation_by_epoch": best.history,
+                        "tuned_on_validation": "epoch with the best full-ranking NDCG@10 of each user's "
+                                               "validation item (second-latest interaction), never the test item"})
     # Save a fresh copy: the trained model's compile state holds Horovod's optimizer wrapper,
     # which a plain load_model could not rebuild.
     export = build_model(task.model, task.specs, conf)

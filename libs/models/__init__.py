@@ -1,4 +1,9 @@
-"""Model registry: factories, the columns each model reads, scoring and retrieval embeddings.
+"""Model registry: the one place that says what each model needs and can do.
+
+For every model: its factory, training table, label and loss, the columns it reads, and its
+abilities: *retrieve* (user and item vectors whose dot product ranks the whole catalog), *rank*
+(score given (user, candidate) pairs), *score cold items* (items without interactions), and the
+evaluation protocols that apply. Jobs ask the registry instead of comparing model names.
 
 Importing this package registers every custom layer, which is all a saved model needs to reload
 (``tf.keras.models.load_model(path, compile=False)``).
@@ -6,28 +11,62 @@ Importing this package registers every custom layer, which is all a saved model 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from libs import schema as S
-from libs.models import content, deep_cf, dien
+from libs import conf, schema as S
+from libs.models import content, deep_cf, dien, sasrec
+
+NCF_PROTOCOL = "ncf"            # the held-out item among 99 never-touched items (He et al. 2017)
+SEQUENCE_PROTOCOL = "sequence"  # next-item AUC against a sampled negative (DIEN)
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """How a model retrieves: ``user_vectors(model, columns) -> (U, D)`` from ``user_columns`` and
+    ``item_vectors(model, item_content) -> (I, D)`` indexed by ITEM_IDX (``item_content``: column ->
+    array by item index), so ``users @ items.T`` ranks the catalog."""
+
+    user_columns: List[str]
+    user_vectors: Callable
+    item_vectors: Callable
 
 
 @dataclass(frozen=True)
 class ModelDef:
     build: Callable            # (FeatureSpecs, ModelConf) -> tf.keras.Model
     table: S.TableSpec         # the training examples table
-    inference_columns: List[str]
-    training_only_columns: Callable  # ModelConf -> columns read only by a training loss
+    input_columns: List[str]   # what the model reads (pairs for rankers, queries for sequence models)
+    training_only_columns: Callable = lambda conf: []  # ModelConf -> columns read only by a training loss
+    label: str = S.LABEL
+    loss: object = "binary_crossentropy"
+    ranks: bool = True         # scores (user, candidate) pairs with a probability
+    scores_cold_items: bool = False  # its item side reads content only, so new items get real scores
+    retrieval: Optional[Retrieval] = None
+    protocols: Tuple[str, ...] = (NCF_PROTOCOL,)
+
+
+def _gmf_users(model, columns):
+    return deep_cf.retrieval_embeddings(model)[0][np.asarray(columns[S.USER_IDX])]
 
 
 MODELS: Dict[str, ModelDef] = {
-    "deep_cf": ModelDef(deep_cf.build_deep_cf, S.CF_EXAMPLES, deep_cf.INPUT_COLUMNS, lambda conf: []),
+    "deep_cf": ModelDef(deep_cf.build_deep_cf, S.CF_EXAMPLES, deep_cf.INPUT_COLUMNS,
+                        retrieval=Retrieval([S.USER_IDX], _gmf_users,
+                                            lambda model, _: deep_cf.retrieval_embeddings(model)[1])),
     "dien": ModelDef(dien.build_dien, S.SEQ_EXAMPLES, dien.INPUT_COLUMNS,
-                     lambda conf: dien.AUX_COLUMNS if conf.use_aux_loss else []),
-    "content": ModelDef(content.build_content, S.CONTENT_EXAMPLES, content.INPUT_COLUMNS, lambda conf: []),
+                     lambda conf: dien.AUX_COLUMNS if conf.use_aux_loss else [],
+                     protocols=(NCF_PROTOCOL, SEQUENCE_PROTOCOL)),
+    "content": ModelDef(content.build_content, S.CONTENT_EXAMPLES, content.INPUT_COLUMNS, scores_cold_items=True,
+                        retrieval=Retrieval(content.USER_COLUMNS, content.user_vectors, content.item_vectors)),
+    "sasrec": ModelDef(sasrec.build_sasrec, S.NEXT_ITEM_EXAMPLES, sasrec.INPUT_COLUMNS, label=sasrec.LABEL_COLUMN,
+                       loss=sasrec.masked_catalog_softmax, ranks=False,
+                       retrieval=Retrieval(sasrec.INPUT_COLUMNS, sasrec.user_vectors,
+                                           lambda model, _: sasrec.item_vectors(model))),
 }
+MODEL_NAMES = tuple(MODELS)
+assert set(MODEL_NAMES) == set(conf.MODEL_NAMES), "libs.conf.MODEL_NAMES must list the registry's models"
 
 
 def model_def(name: str) -> ModelDef:
@@ -37,7 +76,7 @@ def model_def(name: str) -> ModelDef:
 
 
 def build_model(name: str, specs, model_conf):
-    """A fresh, uncompiled Keras model: dict of inputs keyed by column -> probability (B, 1)."""
+    """A fresh, uncompiled Keras model over a dict of inputs keyed by column."""
     return model_def(name).build(specs, model_conf)
 
 
@@ -45,19 +84,30 @@ def training_table(name: str) -> S.TableSpec:
     return model_def(name).table
 
 
+def retrievers(names: Sequence[str]) -> List[str]:
+    return [n for n in names if model_def(n).retrieval is not None]
+
+
+def rankers(names: Sequence[str]) -> List[str]:
+    return [n for n in names if model_def(n).ranks]
+
+
 def inference_columns(name: str) -> List[str]:
-    """Columns a model needs to score (user, item) pairs, e.g. ``[USER_IDX, ITEM_IDX]`` for deep_cf."""
-    return list(model_def(name).inference_columns)
+    """Columns a model reads to score (user, item) pairs (rankers) or to encode a user (retrievers)."""
+    spec = model_def(name)
+    if spec.ranks:
+        return list(spec.input_columns)
+    return list(spec.retrieval.user_columns) + [S.ITEM_IDX]
 
 
 def training_columns(name: str, model_conf) -> List[str]:
-    """Columns read from the training table: the inputs, training-only inputs, and LABEL."""
+    """Columns read from the training table: the inputs, training-only inputs, and the label."""
     spec = model_def(name)
-    return spec.inference_columns + spec.training_only_columns(model_conf) + [S.LABEL]
+    return spec.input_columns + spec.training_only_columns(model_conf) + [spec.label]
 
 
 def score(model, inputs: Mapping[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
-    """Probabilities (N,) for N rows given as column arrays ((N,) ids, (N, L) lists).
+    """Probabilities (N,) of a ranker for N rows given as column arrays ((N,) ids, (N, L) lists).
 
     Inputs a model reads only for a training loss (DIEN's HIST_NEG_ITEMS) are filled with padding
     when absent; they do not change the prediction.
@@ -72,11 +122,22 @@ def score(model, inputs: Mapping[str, np.ndarray], batch_size: int = 4096) -> np
     return model.predict(feed, batch_size=batch_size, verbose=0).reshape(-1)
 
 
-def retrieval_embeddings(name: str, keras_model):
-    """(user_matrix (n_users, D), item_matrix (n_items, D)) for dot-product retrieval.
+def pair_scores(name: str, model, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(N,) scores of N (user, item) rows: a ranker's probability, else the retrieval dot product."""
+    spec = model_def(name)
+    if spec.ranks:
+        return score(model, inputs)
+    users = spec.retrieval.user_vectors(model, {c: inputs[c] for c in spec.retrieval.user_columns})
+    items = spec.retrieval.item_vectors(model, None)[np.asarray(inputs[S.ITEM_IDX])]  # non-rankers: id vectors
+    return np.einsum("nd,nd->n", users, items).astype(np.float64)
 
-    Rows are USER_IDX / ITEM_IDX (row 0 = padding). Only deep_cf has them: its GMF tower.
-    """
-    if name != "deep_cf":
-        raise ValueError(f"retrieval embeddings exist for deep_cf only, not {name!r}")
-    return deep_cf.retrieval_embeddings(keras_model)
+
+def retrieval_embeddings(name: str, keras_model, user_inputs: Mapping[str, np.ndarray],
+                         item_content: Optional[Mapping[str, np.ndarray]] = None):
+    """(user vectors (U, D) for the rows of ``user_inputs``, item vectors (n_items, D))."""
+    spec = model_def(name)
+    if spec.retrieval is None:
+        raise ValueError(f"model {name!r} does not retrieve; retrievers: {retrievers(MODEL_NAMES)}")
+    users = spec.retrieval.user_vectors(keras_model, {c: user_inputs[c] for c in spec.retrieval.user_columns})
+    return (np.asarray(users, np.float32),
+            np.asarray(spec.retrieval.item_vectors(keras_model, item_content), np.float32))

@@ -44,3 +44,21 @@ def build_content(specs, conf) -> tf.keras.Model:
     logit = DotScore(normalize=True, name="score")([user_vector, item_vector])
     output = tf.keras.layers.Activation("sigmoid", name="prediction")(logit)
     return tf.keras.Model(inputs, output, name="content")
+
+
+def user_vectors(model: tf.keras.Model, columns) -> "np.ndarray":
+    """(U, D) unit user-tower vectors from HIST_ITEMS, HIST_LEN: cosine ranking = the model's ranking."""
+    import numpy as np
+
+    tower = tf.keras.Model([model.input[c] for c in USER_COLUMNS], model.get_layer("user_vector").output)
+    vectors = tower.predict([np.asarray(columns[c]) for c in USER_COLUMNS], batch_size=4096, verbose=0)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def item_vectors(model: tf.keras.Model, item_content) -> "np.ndarray":
+    """(I, D) unit item-tower vectors from each item's content alone (new items included)."""
+    import numpy as np
+
+    tower = tf.keras.Model([model.input[c] for c in ITEM_COLUMNS], model.get_layer("item_vector").output)
+    vectors = tower.predict([np.asarray(item_content[c]) for c in ITEM_COLUMNS], batch_size=4096, verbose=0)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

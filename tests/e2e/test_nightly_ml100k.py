@@ -10,6 +10,7 @@ from tests.conftest import make_config
 pytestmark = [pytest.mark.spark, pytest.mark.horovod, pytest.mark.slow]
 
 RUN_DATE = "2024-01-15"
+NDCG_MARGIN = 0.005   # absolute; measured on ml-100k: see the closing note of issue 13
 
 
 def test_nightly_on_ml100k_meets_the_contract_and_beats_popularity(warehouse, capsys):
@@ -33,9 +34,25 @@ def test_nightly_on_ml100k_meets_the_contract_and_beats_popularity(warehouse, ca
 
     metrics = {(r[S.MODEL], r[S.PROTOCOL], r[S.METRIC]): r[S.METRIC_VALUE]
                for r in store.read(S.METRICS.name).where(F.col(S.RUN_DATE) == RUN_DATE).collect()}
-    for metric in ("precision@10", "ndcg@10"):
-        ours, popular = metrics[("final", "full_ranking", metric)], metrics[("popularity", "full_ranking", metric)]
-        assert ours > popular, f"{metric}: recommendations {ours:.4f} vs popularity {popular:.4f}"
+    final = metrics[(S.MODEL_FINAL, S.PROTOCOL_FULL_RANKING, "ndcg@10")]
+    for baseline in ("deep_cf", S.MODEL_POPULARITY, "als"):  # deep_cf: GMF retrieval alone
+        other = metrics[(baseline, S.PROTOCOL_FULL_RANKING, "ndcg@10")]
+        assert final > other + NDCG_MARGIN, f"NDCG@10: recommendations {final:.4f} vs {baseline} {other:.4f}"
+    assert metrics[("sasrec", S.PROTOCOL_FULL_RANKING, "ndcg@10")] > 0  # the sequence retriever alone is scored too
+
+    # tuning (epochs, blend weights) saw validation items only: each user's validation item is not the
+    # test item, the validation query stops before it, and nothing trained on either
+    test_items = {r[S.USER_IDX]: r[S.ITEM_IDX] for r in store.read(S.EVAL_CANDIDATES.name)
+                  .where(F.col(S.LABEL) > 0).collect()}
+    valid = store.read(S.USER_SEQUENCES.name).where(F.col(S.SPLIT) == S.SPLIT_VALID).collect()
+    assert len(valid) > 900
+    for row in valid:
+        assert row[S.VALID_ITEM] != test_items.get(row[S.USER_IDX])
+        assert test_items.get(row[S.USER_IDX]) not in row[S.SEQ_ITEMS][:row[S.SEQ_LEN]]
+    trained = (store.read(S.CF_EXAMPLES.name).where((F.col(S.LABEL) > 0) & (F.col(S.SPLIT) == S.SPLIT_TRAIN))
+               .select(S.USER_IDX, S.ITEM_IDX).collect())
+    assert not {(r[S.USER_IDX], r[S.ITEM_IDX]) for r in trained} & set(test_items.items())
+    assert not {(r[S.USER_IDX], r[S.ITEM_IDX]) for r in trained} & {(r[S.USER_IDX], r[S.VALID_ITEM]) for r in valid}
 
     # a rerun of the date leaves one copy of the date's rows
     before = recs.count()

@@ -1,7 +1,8 @@
 """The recommend job on a small hand-made warehouse with real (small, untrained) saved models.
 
 Users u1..u5 (index 1..5), items i1..i8 (index 1..8). i8 never had an interaction (cold: only the
-content model can score it). u4 has seen every other item, u5 has no history (fallback).
+content retriever, whose item tower reads content alone, may return it). u4 has seen every other
+item, u5 has no history (fallback).
 """
 import datetime as dt
 
@@ -15,6 +16,9 @@ from tests.conftest import make_config
 pytestmark = pytest.mark.spark
 
 K = 3
+MODELS = ("sasrec", "deep_cf", "dien", "content")
+CONF = {"recommend.k": K, "recommend.retrievers": "{sasrec: 5, content: 5}", "recommend.blend_users": 0,
+        "recommend.weights": "{sasrec: 0.4, deep_cf: 0.2, dien: 0.2, content: 0.2}"}
 RUN_DATE = dt.date(2024, 1, 15)
 SEEN = {1: [1, 2], 2: [3], 3: [1, 4, 5], 4: [1, 2, 3, 4, 5, 6, 7]}
 # events for the fallback: within the last 30 days up to the run date, i2 and i6 have 2 interactions, i3 one
@@ -40,6 +44,8 @@ def _write_fixture_tables(spark, store):
          [float(i % 2), float(i % 3 == 0), 1.0], 1990 + i, i % 2 + 1) for i in range(1, 9)])
     write(S.CF_EXAMPLES, [(u, i, 1.0, "train") for u, items in SEEN.items() for i in items]
           + [(1, 8, 0.0, "train")])
+    write(S.USER_SEQUENCES, [(u, "serve", (items[-3:] + [0, 0, 0])[:3], [1, 0, 0], min(len(items), 3), 0)
+                             for u, items in SEEN.items()])
     events = [(u, i, dt.datetime(2024, 1, 10), "rating", None, "f", "r", dt.date(2024, 1, 10)) for u, i in RECENT]
     events += [(u, i, dt.datetime(2023, 6, 1), "rating", None, "f", "r", dt.date(2023, 6, 1)) for u, i in OLD]
     write(S.EVENTS, events)
@@ -51,9 +57,9 @@ def _save_untrained_models(cfg):
     from libs.model_store import ModelStore
 
     specs = FeatureSpecs(n_users=6, n_items=9, n_tokens=5, n_genres=3, n_year_buckets=3,
-                         history_length=3, title_max_tokens=2)
+                         history_length=3, title_max_tokens=2, sequence_length=3)
     store = ModelStore(cfg.storage.warehouse)
-    for name in ("deep_cf", "dien", "content"):
+    for name in MODELS:
         model = registry.build_model(name, specs, getattr(cfg.train, name))
         store.save(name, "r1", model, {"specs": specs.to_dict()})
         store.publish(name, "r1")
@@ -63,9 +69,9 @@ def _save_untrained_models(cfg):
 def ctx(spark, tmp_path_factory):
     warehouse = str(tmp_path_factory.mktemp("recommend") / "warehouse")
     cfg = make_config(warehouse, **{
-        "recommend.k": K, "recommend.candidates": 5, "recommend.block_size": 3,
-        **{f"train.{m}.embedding_dim": 4 for m in ("deep_cf", "dien", "content")},
-        **{f"train.{m}.hidden_units": "[8]" for m in ("deep_cf", "dien", "content")}})
+        **CONF, "recommend.block_size": 3, "train.models": "[sasrec, deep_cf, dien, content]",
+        **{f"train.{m}.embedding_dim": 4 for m in MODELS},
+        **{f"train.{m}.hidden_units": "[8]" for m in MODELS}})
     context = make_context(cfg)
     _write_fixture_tables(spark, context.store)
     _save_untrained_models(cfg)
@@ -86,7 +92,7 @@ def test_every_user_gets_k_unseen_items_with_original_ids(ctx):
     by_user = {}
     for user, rank, item, score, source, model_run in recs:
         by_user.setdefault(user, []).append((rank, item, score, source))
-        assert model_run == "content=r1;deep_cf=r1;dien=r1"
+        assert model_run == "content=r1;deep_cf=r1;dien=r1;sasrec=r1"
     assert sorted(by_user) == ["u1", "u2", "u3", "u4", "u5"]
     for user_idx, seen in SEEN.items():
         items = [item for _, item, _, _ in by_user[f"u{user_idx}"]]
@@ -95,9 +101,15 @@ def test_every_user_gets_k_unseen_items_with_original_ids(ctx):
         ranks = [rank for rank, *_ in by_user[f"u{user_idx}"]]
         scores = [score for _, _, score, _ in by_user[f"u{user_idx}"]]
         assert ranks == list(range(1, len(ranks) + 1)) and scores == sorted(scores, reverse=True)
-    # u4 has seen every warm item: only the cold item, scored by the content model, is left
+    # u4 has seen every warm item: only the cold item, which the content retriever returns, is left
     assert [(item, source) for _, item, _, source in by_user["u4"]] == [("i8", "ranked")]
     assert all(0.0 <= score <= 1.0 for _, _, score, source in sum(by_user.values(), []) if source == "ranked")
+
+    stages = ctx.store.read(S.CANDIDATES.name).where(F.col(S.RUN_DATE) == F.lit(RUN_DATE)).collect()
+    assert {r[S.STAGE] for r in stages} == {"sasrec", "content"}  # each retriever's own top-K
+    for r in stages:
+        assert r[S.ITEM_IDX] not in SEEN[r[S.USER_IDX]] and 1 <= r[S.RANK] <= K
+        assert r[S.STAGE] == "content" or r[S.ITEM_IDX] != 8, "an id-based retriever returned a cold item"
 
 
 def test_user_without_history_gets_recent_popular_fallback(ctx):
@@ -117,8 +129,8 @@ def test_output_is_deterministic_and_a_rerun_replaces_the_date(ctx):
     recommend.run(ctx)
     assert _recs(ctx) == first, "same models and data must give the same rows"
     assert ctx.store.read(S.RECOMMENDATIONS.name).count() == len(first), "rerun must replace, not append"
-    other = make_context(make_config(ctx.cfg.storage.warehouse, **{"run.date": "2024-01-16", "recommend.k": K,
-                                                                 "recommend.candidates": 5}))
+    other = make_context(make_config(ctx.cfg.storage.warehouse, **{
+        "run.date": "2024-01-16", **CONF, "train.models": "[sasrec, deep_cf, dien, content]"}))
     recommend.run(other)
     assert ctx.store.read(S.RECOMMENDATIONS.name).count() == 2 * len(first)
     assert _recs(ctx) == first

@@ -51,12 +51,16 @@ def test_item_vocabulary_covers_catalog_and_events(spark):
     assert _vocab(vocab[S.VOCAB_USERS.name], S.USER_ID, S.USER_IDX) == {"u1": 1}
 
 
-def test_holdout_is_each_users_latest(spark):
+def test_holdout_is_each_users_latest_and_validation_the_one_before(spark):
     rows = [(1, 5, 1), (1, 7, 2), (1, 3, 2),   # tie at the latest time: the larger item index is held out
-            (2, 4, 1)]                          # a single interaction is never held out
-    held = sorted((r[S.USER_IDX], r[S.ITEM_IDX]) for r in _marked(spark, rows).collect() if r[J.IS_TEST])
-    assert held == [(1, 7)]
-    assert not any(r[J.IS_TEST] for r in _marked(spark, rows, hold_out=False).collect())  # production mode
+            (2, 4, 1), (2, 6, 2),               # two interactions: a test item, no validation item
+            (3, 8, 1)]                          # a single interaction is never held out
+    marked = _marked(spark, rows).collect()
+    assert sorted((r[S.USER_IDX], r[S.ITEM_IDX]) for r in marked if r[J.IS_TEST]) == [(1, 7), (2, 6)]
+    assert sorted((r[S.USER_IDX], r[S.ITEM_IDX]) for r in marked if r[J.IS_VALID]) == [(1, 3)]
+    production = _marked(spark, rows, hold_out=False).collect()
+    assert not any(r[J.IS_TEST] for r in production)
+    assert sorted((r[S.USER_IDX], r[S.ITEM_IDX]) for r in production if r[J.IS_VALID]) == [(1, 7), (2, 6)]
 
 
 def test_history_windows_pad_and_truncate():
@@ -76,13 +80,15 @@ def test_negatives_never_touched_reproducible_and_distinct():
 
 
 def test_cf_examples(spark):
-    marked = _marked(spark, [(1, 1, 1), (1, 2, 2), (1, 3, 3), (2, 9, 1)])
+    marked = _marked(spark, [(1, 1, 1), (1, 2, 2), (1, 3, 3), (1, 4, 4), (2, 9, 1)])
     rows = J.cf_examples(marked, num_items=12, negatives_per_positive=4, seed=42).collect()
     user1 = [r for r in rows if r[S.USER_IDX] == 1]
-    assert sorted(r[S.ITEM_IDX] for r in user1 if r[S.LABEL] == 1.0) == [1, 2]  # held-out 3 is not a positive
-    negatives = [r[S.ITEM_IDX] for r in user1 if r[S.LABEL] == 0.0]
-    assert len(negatives) == 8 and not set(negatives) & {1, 2, 3}  # not even the held-out item
-    assert {r[S.SPLIT] for r in rows} == {S.SPLIT_TRAIN}
+    # test item 4 is absent, validation item 3 is a positive of split valid (seen, never trained on)
+    assert sorted((r[S.ITEM_IDX], r[S.SPLIT]) for r in user1 if r[S.LABEL] == 1.0) == \
+        [(1, "train"), (2, "train"), (3, "valid")]
+    negatives = [r for r in user1 if r[S.LABEL] == 0.0]
+    assert len(negatives) == 8 and not {r[S.ITEM_IDX] for r in negatives} & {1, 2, 3, 4}
+    assert {r[S.SPLIT] for r in negatives} == {S.SPLIT_TRAIN}
     assert len([r for r in rows if r[S.USER_IDX] == 2]) == 5
     again = J.cf_examples(marked, num_items=12, negatives_per_positive=4, seed=42).collect()
     assert sorted(map(tuple, again)) == sorted(map(tuple, rows))
@@ -94,7 +100,7 @@ def test_seq_examples_histories_targets_and_negatives(spark):
     assert not [r for r in rows if r[S.USER_IDX] == 2]  # one interaction: no history to learn from
     positives = sorted((r[S.ITEM_IDX], r[S.HIST_ITEMS], r[S.HIST_LEN], r[S.SPLIT]) for r in rows if r[S.LABEL] == 1)
     assert positives == [(11, [10, 0], 1, "train"),     # padded on the right
-                         (12, [10, 11], 2, "train"),
+                         (12, [10, 11], 2, "valid"),    # the second-latest: validation
                          (13, [11, 12], 2, "test")]     # held-out: truncated to the latest 2, oldest first
     by_hist = {}
     for r in rows:
@@ -111,6 +117,31 @@ def test_seq_examples_histories_targets_and_negatives(spark):
     assert neg_hist[12][0] == neg_hist[11][0] and neg_hist[13][0] == neg_hist[12][1]
     again = J.seq_examples(marked, num_items=50, history_length=2, seed=42).collect()
     assert sorted(map(str, again)) == sorted(map(str, rows))
+
+
+def test_next_item_examples_cut_training_timelines_into_windows(spark):
+    # user 1: train 10, 11, 12, 13, 14 (hours 1..5, a session gap before 13), valid 15, test 16
+    hours = [1, 1.1, 1.2, 5, 5.1, 5.2, 5.3]
+    marked = _marked(spark, [(1, 10 + i, h) for i, h in enumerate(hours)] + [(2, 20, 1), (2, 21, 2)])
+    rows = sorted(J.next_item_examples(marked, sequence_length=3, gap_minutes=30).collect(),
+                  key=lambda r: (r[S.USER_IDX], r[S.SEQ_LEN]))
+    # cut from the end: inputs 11 12 13 -> targets 12 13 14, then 10 -> 11 (right-padded)
+    assert [(r[S.SEQ_ITEMS], r[S.TARGET_ITEMS], r[S.SEQ_LEN], r[S.SEQ_SESSION_STARTS]) for r in rows] == [
+        ([10, 0, 0], [11, 0, 0], 1, [1, 0, 0]),
+        ([11, 12, 13], [12, 13, 14], 3, [0, 0, 1])]
+    assert {r[S.SPLIT] for r in rows} == {S.SPLIT_TRAIN}  # user 2 has one training item: no window
+
+
+def test_user_sequences_hold_the_validation_and_serving_queries(spark):
+    marked = _marked(spark, [(1, 10, 1), (1, 11, 2), (1, 12, 3), (1, 13, 4), (2, 20, 1), (2, 21, 2)])
+    got = {(r[S.USER_IDX], r[S.SPLIT]): (r[S.SEQ_ITEMS], r[S.SEQ_LEN], r[S.VALID_ITEM])
+           for r in J.user_sequences(marked, sequence_length=2, gap_minutes=30).collect()}
+    assert got == {(1, "valid"): ([10, 11], 2, 12),   # before the validation item 12
+                   (1, "serve"): ([11, 12], 2, 0),    # before the test item 13: includes 12
+                   (2, "serve"): ([20, 0], 1, 0)}     # test 21, no validation item
+    production = {(r[S.USER_IDX], r[S.SPLIT]): r[S.SEQ_ITEMS] for r in J.user_sequences(
+        _marked(spark, [(2, 20, 1), (2, 21, 2)], hold_out=False), sequence_length=2, gap_minutes=30).collect()}
+    assert production == {(2, "valid"): [20, 0], (2, "serve"): [20, 21]}
 
 
 def test_eval_candidates(spark):

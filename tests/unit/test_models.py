@@ -8,12 +8,13 @@ from libs import schema as S  # noqa: E402
 from libs.conf import ModelConf  # noqa: E402
 from libs.feature_specs import FeatureSpecs  # noqa: E402
 from libs.metrics import auc, ncf_hit_ndcg  # noqa: E402
-from libs.models import build_model, retrieval_embeddings, score, training_columns  # noqa: E402
+from libs.models import (build_model, model_def, pair_scores, retrieval_embeddings,  # noqa: E402
+                         training_columns)
 from libs.models.layers import (AttentionUnit, AUGRUCell, InterestEvolution, LengthMask,  # noqa: E402
                                 MaskedMeanPooling)
 
 SPECS = FeatureSpecs(n_users=9, n_items=13, n_tokens=11, n_genres=4, n_year_buckets=5,
-                     history_length=5, title_max_tokens=3)
+                     history_length=5, title_max_tokens=3, sequence_length=4)
 
 
 def synthetic_batch(n=64, seed=0):
@@ -22,6 +23,11 @@ def synthetic_batch(n=64, seed=0):
     lengths = rng.integers(0, SPECS.history_length + 1, n).astype(np.int32)
     steps = np.arange(SPECS.history_length)[None, :] < lengths[:, None]
     items = rng.integers(1, SPECS.n_items, n).astype(np.int32)
+    seq_lengths = rng.integers(1, SPECS.sequence_length + 1, n).astype(np.int32)
+    steps_seq = np.arange(SPECS.sequence_length)[None, :] < seq_lengths[:, None]
+    first = rng.integers(1, SPECS.n_items, n)[:, None]
+    seq_items = (((first - 1 + np.arange(SPECS.sequence_length)[None, :]) % (SPECS.n_items - 1) + 1)
+                 * steps_seq).astype(np.int32)
     return {
         S.USER_IDX: rng.integers(1, SPECS.n_users, n).astype(np.int32),
         S.ITEM_IDX: items,
@@ -32,29 +38,36 @@ def synthetic_batch(n=64, seed=0):
         S.GENRE_MULTI_HOT: rng.integers(0, 2, (n, SPECS.n_genres)).astype(np.float32),
         S.YEAR_BUCKET: rng.integers(0, SPECS.n_year_buckets, n).astype(np.int32),
         S.LABEL: (items % 2 == 0).astype(np.float32),
+        # sequences that count up (item + 1 follows item): something a sequence model can learn
+        S.SEQ_ITEMS: seq_items, S.SEQ_SESSION_STARTS: (seq_items > 0).astype(np.int32) * (steps_seq[:, :1]),
+        S.SEQ_LEN: seq_lengths, S.TARGET_ITEMS: np.where(seq_items > 0, seq_items % (SPECS.n_items - 1) + 1, 0)
+        .astype(np.int32),
     }
 
 
-@pytest.mark.parametrize("name", ["deep_cf", "dien", "content"])
+@pytest.mark.parametrize("name", ["sasrec", "deep_cf", "dien", "content"])
 class TestEveryModel:
-    conf = ModelConf(embedding_dim=8, hidden_units=[16, 8], learning_rate=0.01, l2=1e-6)
+    conf = ModelConf(embedding_dim=8, hidden_units=[16, 8], learning_rate=0.01, l2=1e-6, dropout=0.0)
 
     def test_trains_predicts_saves_and_reloads_the_same(self, name, tmp_path):
         tf.keras.utils.set_random_seed(0)
         batch = synthetic_batch()
-        columns = [c for c in training_columns(name, self.conf) if c != S.LABEL]
+        spec = model_def(name)
+        columns = [c for c in training_columns(name, self.conf) if c != spec.label]
         model = build_model(name, SPECS, self.conf)
-        model.compile(tf.keras.optimizers.Adam(self.conf.learning_rate), "binary_crossentropy")
-        history = model.fit({c: batch[c] for c in columns}, batch[S.LABEL], batch_size=16, epochs=3, verbose=0)
+        model.compile(tf.keras.optimizers.Adam(self.conf.learning_rate), spec.loss)
+        history = model.fit({c: batch[c] for c in columns}, batch[spec.label], batch_size=16, epochs=3, verbose=0)
         assert np.all(np.isfinite(history.history["loss"]))
         assert history.history["loss"][-1] < history.history["loss"][0]
 
-        before = score(model, batch)
-        assert before.shape == (64,) and np.all((before > 0) & (before < 1))
+        before = pair_scores(name, model, batch)
+        assert before.shape == (64,) and np.all(np.isfinite(before))
+        if spec.ranks:
+            assert np.all((before > 0) & (before < 1))
         path = str(tmp_path / f"{name}.keras")
         model.save(path)
         reloaded = tf.keras.models.load_model(path, compile=False)
-        np.testing.assert_allclose(score(reloaded, batch), before, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(pair_scores(name, reloaded, batch), before, rtol=1e-5, atol=1e-5)
 
     def test_a_fresh_model_shares_no_layer_with_another(self, name):
         first, second = build_model(name, SPECS, self.conf), build_model(name, SPECS, self.conf)
@@ -75,12 +88,46 @@ def test_dien_aux_loss_is_added_only_when_switched_on():
 
 def test_deep_cf_retrieval_embeddings_reproduce_the_gmf_logit_part():
     model = build_model("deep_cf", SPECS, ModelConf(embedding_dim=4, hidden_units=[8]))
-    users, items = retrieval_embeddings("deep_cf", model)
+    users, items = retrieval_embeddings("deep_cf", model, {S.USER_IDX: np.arange(SPECS.n_users)})
     assert users.shape == (SPECS.n_users, 4) and items.shape == (SPECS.n_items, 4)
     gmf = model.get_layer("gmf_user_embedding").get_weights()[0][3] * model.get_layer(
         "gmf_item_embedding").get_weights()[0][5]
     weights = model.get_layer("prediction").get_weights()[0][:4, 0]
     np.testing.assert_allclose(users[3] @ items[5], gmf @ weights, rtol=1e-5)
+
+
+def test_sasrec_is_causal_a_position_never_sees_its_future():
+    from libs.models.sasrec import ENCODER
+
+    tf.keras.utils.set_random_seed(0)
+    encoder = build_model("sasrec", SPECS, ModelConf(embedding_dim=8, dropout=0.0)).get_layer(ENCODER)
+    items = tf.constant([[3, 5, 7, 9]])
+    starts, lengths = tf.constant([[1, 0, 0, 1]]), tf.constant([4])
+    changed = tf.constant([[3, 5, 2, 11]])  # positions 2 and 3 differ
+    before = encoder.states(items, starts, lengths).numpy()
+    after = encoder.states(changed, starts, lengths).numpy()
+    np.testing.assert_allclose(before[0, :2], after[0, :2], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(before[0, 2], after[0, 2])
+    # the query of a window is its last real position; what lies in the padding changes nothing
+    short = encoder.user_vectors(tf.constant([[3, 5, 0, 0]]), tf.constant([[1, 0, 0, 0]]), tf.constant([2]))
+    noisy = encoder.user_vectors(tf.constant([[3, 5, 8, 8]]), tf.constant([[1, 0, 1, 1]]), tf.constant([2]))
+    np.testing.assert_allclose(short.numpy(), noisy.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_sasrec_loss_ignores_padding_and_user_item_dot_is_the_logit():
+    from libs.models.sasrec import item_vectors, masked_catalog_softmax, user_vectors
+
+    logits = tf.math.log(tf.constant([[[1e-9, 0.5, 0.5], [1e-9, 0.9, 0.1]]]))   # (1, 2, 3)
+    loss = masked_catalog_softmax(tf.constant([[1, 0]]), logits).numpy()
+    np.testing.assert_allclose(loss, [-np.log(0.5)], rtol=1e-5)  # position 2 is padding
+    model = build_model("sasrec", SPECS, ModelConf(embedding_dim=8, dropout=0.0))
+    batch = synthetic_batch(4)
+    columns = {c: batch[c] for c in (S.SEQ_ITEMS, S.SEQ_SESSION_STARTS, S.SEQ_LEN)}
+    full = model(columns).numpy()                                  # (4, L, I)
+    dots = user_vectors(model, columns) @ item_vectors(model).T     # (4, I)
+    last = full[np.arange(4), batch[S.SEQ_LEN] - 1]
+    np.testing.assert_allclose(dots[:, 1:], last[:, 1:], rtol=1e-4, atol=1e-4)
+    assert np.all(last[:, 0] < -1e8)  # the padding item is never predicted
 
 
 # --- layers -------------------------------------------------------------------------------------

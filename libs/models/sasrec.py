@@ -1,0 +1,142 @@
+"""SASRec (Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018), trained the way
+later work shows it works best: every position predicts its next item with a softmax over the
+whole catalog (Petrov & Macdonald, "gSASRec", RecSys 2023; Klenitskiy & Vasilev, "Turning
+Dross Into Gold Loss: is BERT4Rec really better than SASRec?", RecSys 2023).
+
+Why SASRec rather than GRU4Rec here: causal self-attention trains all positions of a window in
+parallel (no step-by-step recurrence), so an epoch costs less on CPUs, and its published figures on
+ml-1m under full ranking are the higher ones.
+
+Inputs are right-padded windows of a user's timeline, oldest first: SEQ_ITEMS (B, L), the
+session-start flags SEQ_SESSION_STARTS (B, L) (1 where a new session starts, from the sessions
+job's inactivity gap) and SEQ_LEN (B,). Positions are embedded by their distance from the latest
+item, so the newest item always has position 0 whatever the window's length. The output are the
+catalog logits of every position (B, L, I); the user vector for retrieval is the state at the last
+real position, scored against the (tied) item embeddings with one dot product.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from libs import schema as S
+from libs.models.inputs import model_inputs
+
+INPUT_COLUMNS = [S.SEQ_ITEMS, S.SEQ_SESSION_STARTS, S.SEQ_LEN]
+LABEL_COLUMN = S.TARGET_ITEMS
+ENCODER = "sasrec_encoder"
+_NEG_INF = -1e9
+
+_register = tf.keras.utils.register_keras_serializable(package="nightrec")
+
+
+@_register
+class SASRecEncoder(tf.keras.layers.Layer):
+    """Item windows -> causal self-attention states, and catalog logits with tied item embeddings.
+
+    ``call([items (B, L), session_starts (B, L), lengths (B,)])`` -> logits (B, L, I) where
+    position t scores the item that follows ``items[:, t]`` (padding item 0 gets -inf).
+    :meth:`user_vectors` gives the state at the last real position (B, D).
+    """
+
+    def __init__(self, n_items: int, dim: int, maxlen: int, blocks: int = 2, heads: int = 1,
+                 dropout: float = 0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.n_items, self.dim, self.maxlen = int(n_items), int(dim), int(maxlen)
+        self.blocks, self.heads, self.dropout = int(blocks), int(heads), float(dropout)
+        init = tf.keras.initializers.TruncatedNormal(stddev=0.02)
+        self.item_embedding = tf.keras.layers.Embedding(self.n_items, dim, embeddings_initializer=init,
+                                                        name="item_embedding")
+        self.position_embedding = tf.keras.layers.Embedding(self.maxlen, dim, embeddings_initializer=init,
+                                                            name="position_embedding")
+        self.session_embedding = tf.keras.layers.Embedding(2, dim, embeddings_initializer=init,
+                                                           name="session_start_embedding")
+        self.input_dropout = tf.keras.layers.Dropout(dropout)
+        self.attention_norms, self.attentions, self.ffn_norms, self.ffns = [], [], [], []
+        for i in range(self.blocks):
+            self.attention_norms.append(tf.keras.layers.LayerNormalization(epsilon=1e-6, name=f"attention_norm_{i}"))
+            self.attentions.append(tf.keras.layers.MultiHeadAttention(
+                heads, dim // heads, dropout=dropout, name=f"attention_{i}"))
+            self.ffn_norms.append(tf.keras.layers.LayerNormalization(epsilon=1e-6, name=f"ffn_norm_{i}"))
+            self.ffns.append(tf.keras.Sequential([
+                tf.keras.layers.Dense(dim, activation="gelu"), tf.keras.layers.Dropout(dropout),
+                tf.keras.layers.Dense(dim), tf.keras.layers.Dropout(dropout)], name=f"ffn_{i}"))
+        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+
+    def states(self, items, session_starts, lengths, training=None):
+        """(B, L, D) states; position t sees items[:, :t+1] only (causal), padding rows are zero."""
+        lengths = tf.reshape(tf.cast(lengths, tf.int32), [-1])
+        steps = tf.range(tf.shape(items)[1])
+        real = steps[None, :] < lengths[:, None]                                  # (B, L)
+        from_latest = tf.where(real, lengths[:, None] - 1 - steps[None, :], 0)
+        from_latest = tf.minimum(from_latest, self.maxlen - 1)
+        x = (self.item_embedding(items) * (self.dim ** 0.5) + self.position_embedding(from_latest)
+             + self.session_embedding(tf.clip_by_value(tf.cast(session_starts, tf.int32), 0, 1)))
+        mask = tf.cast(real, x.dtype)[:, :, None]
+        x = self.input_dropout(x, training=training) * mask
+        for norm, attention, ffn_norm, ffn in zip(self.attention_norms, self.attentions, self.ffn_norms, self.ffns):
+            h = norm(x)
+            x = x + attention(h, h, use_causal_mask=True, training=training)
+            x = (x + ffn(ffn_norm(x), training=training)) * mask
+        return self.final_norm(x) * mask
+
+    def call(self, inputs, training=None):
+        items, session_starts, lengths = inputs
+        states = self.states(items, session_starts, lengths, training=training)
+        logits = tf.einsum("bld,id->bli", states, self.item_embedding.embeddings)
+        padding_column = tf.one_hot(0, self.n_items, on_value=_NEG_INF, off_value=0.0, dtype=logits.dtype)
+        return logits + padding_column
+
+    def user_vectors(self, items, session_starts, lengths):
+        """(B, D): the state at each window's last real position (the next-item query)."""
+        states = self.states(items, session_starts, lengths, training=False)
+        last = tf.maximum(tf.reshape(tf.cast(lengths, tf.int32), [-1]) - 1, 0)
+        return tf.gather(states, last, axis=1, batch_dims=1)
+
+    def get_config(self):
+        return {**super().get_config(), "n_items": self.n_items, "dim": self.dim, "maxlen": self.maxlen,
+                "blocks": self.blocks, "heads": self.heads, "dropout": self.dropout}
+
+
+@_register
+def masked_catalog_softmax(targets, logits):
+    """Cross-entropy of the softmax over the catalog at every real position, averaged per window.
+
+    Args:
+        targets: (B, L) next item per position; 0 = padding (no loss).
+        logits: (B, L, I).
+    Returns:
+        (B,) mean loss over each window's real positions.
+    """
+    targets = tf.cast(targets, tf.int32)
+    mask = tf.cast(targets > 0, logits.dtype)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    return tf.reduce_sum(losses * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+
+
+def build_sasrec(specs, conf) -> tf.keras.Model:
+    """SASRec over SEQ_ITEMS, SEQ_SESSION_STARTS (B, L), SEQ_LEN (B,) -> catalog logits (B, L, I)."""
+    features = specs.features(conf.embedding_dim)
+    inputs = model_inputs(features, INPUT_COLUMNS)
+    encoder = SASRecEncoder(specs.n_items, conf.embedding_dim, specs.sequence_length, blocks=conf.blocks,
+                            heads=conf.heads, dropout=conf.dropout, name=ENCODER)
+    logits = encoder([inputs[S.SEQ_ITEMS], inputs[S.SEQ_SESSION_STARTS], inputs[S.SEQ_LEN]])
+    return tf.keras.Model(inputs, logits, name="sasrec")
+
+
+def user_vectors(model: tf.keras.Model, columns, batch_size: int = 1024) -> np.ndarray:
+    """(U, D) next-item query vectors of U windows given as SEQ_* column arrays."""
+    encoder = model.get_layer(ENCODER)
+    encode = tf.function(encoder.user_vectors, reduce_retracing=True)
+    out = []
+    for start in range(0, len(columns[S.SEQ_LEN]), batch_size):
+        part = slice(start, start + batch_size)
+        out.append(encode(tf.constant(columns[S.SEQ_ITEMS][part], tf.int32),
+                          tf.constant(columns[S.SEQ_SESSION_STARTS][part], tf.int32),
+                          tf.constant(columns[S.SEQ_LEN][part], tf.int32)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
+
+
+def item_vectors(model: tf.keras.Model) -> np.ndarray:
+    """(I, D) item embeddings (row 0 = padding): ``user @ items.T`` are the model's next-item logits."""
+    return model.get_layer(ENCODER).item_embedding.get_weights()[0]

@@ -4,11 +4,11 @@
 
 Prepares the features into ``.bench/<dataset>`` when missing (shared with bench_recommend), then
 prints side by side:
-- NCF protocol HR@10 / NDCG@10 of deep_cf, content, dien and popularity (published NeuMF on ml-1m:
-  HR@10 0.726 / NDCG@10 0.445 with pre-training, 0.701 / 0.425 without);
+- NCF protocol HR@10 / NDCG@10 of sasrec, deep_cf, content, dien and popularity (published NeuMF on
+  ml-1m: HR@10 0.726 / NDCG@10 0.445 with pre-training, 0.701 / 0.425 without);
 - DIEN next-item AUC with and without the auxiliary loss;
-- deep_cf training examples/second with 1 rank (one epoch) and 2 Horovod ranks (last epoch, all
-  ranks together);
+- deep_cf and sasrec training examples/second with 1 rank (one epoch) and 2 Horovod ranks (last
+  epoch, all ranks together), and sasrec's epochs to converge (best validation epoch, patience);
 - one process training deep_cf fed by Petastorm from the Delta files vs from an in-memory
   ``tf.data`` dataset of the same rows, and Petastorm's raw read throughput.
 Every figure is measured in this run; nothing is copied in.
@@ -24,6 +24,7 @@ import time
 from jobs import train
 from libs import schema as S
 from libs.conf import load_config
+from libs.model_store import ModelStore
 from libs.runtime import JobContext, make_context
 from pipelines.prep import run_prep
 
@@ -100,6 +101,7 @@ def main(argv=None):
     cfg = load_config(env="local", dataset=args.dataset, overrides=[
         f"storage.warehouse={args.warehouse or f'.bench/{args.dataset}'}", "run.date=2003-03-01",
         "run.run_id=bench", *(f"train.{m}.epochs={args.epochs}" for m in ("deep_cf", "dien", "content"))])
+    # sasrec keeps its configured maximum epochs and patience: the benchmark reports epochs to converge
     ctx = make_context(cfg)
     if not ctx.store.exists(S.EVAL_CANDIDATES.name):
         run_prep(ctx)
@@ -109,20 +111,21 @@ def main(argv=None):
     ranks = {}
     if not args.skip_one_rank:
         def one_rank_one_epoch(c):
-            c.train.num_proc, c.train.deep_cf.epochs = 1, 1
+            c.train.num_proc, c.train.deep_cf.epochs, c.train.sasrec.epochs = 1, 1, 1
 
-        ranks[1] = run_models(ctx, "bench-train-1-rank", ["deep_cf"],
-                              one_rank_one_epoch)["deep_cf"]["examples_per_sec"][-1]
+        one_rank = run_models(ctx, "bench-train-1-rank", ["deep_cf", "sasrec"], one_rank_one_epoch)
+        ranks[1] = {m: one_rank[m]["examples_per_sec"][-1] for m in ("deep_cf", "sasrec")}
     no_aux = run_models(ctx, "bench-train-no-aux", ["dien"], lambda c: setattr(c.train.dien, "use_aux_loss", False))
-    main_run = run_models(ctx, "bench-train", ["deep_cf", "content", "dien"],
+    main_run = run_models(ctx, "bench-train", ["sasrec", "deep_cf", "content", "dien"],
                           lambda c: setattr(c.train.dien, "use_aux_loss", True))
-    ranks[2] = main_run["deep_cf"]["examples_per_sec"][-1]
+    ranks[2] = {m: main_run[m]["examples_per_sec"][-1] for m in ("deep_cf", "sasrec")}
+    sasrec = ModelStore(cfg.storage.warehouse).record("sasrec", "bench-train")
     feeds = streaming_vs_memory(ctx, args.stream_steps, cfg.train.deep_cf.batch_size)
 
     print(f"\n== training benchmark: {args.dataset}, {args.epochs} epoch(s) per model, "
           f"{os.cpu_count()} cores, {time.perf_counter() - start:.0f}s ==")
     print(f"{'NCF protocol (1 of 100)':34}{'HR@10':>10}{'NDCG@10':>10}")
-    for name in ("deep_cf", "content", "dien"):
+    for name in ("sasrec", "deep_cf", "content", "dien"):
         ncf = main_run[name]["metrics"]["ncf"]
         print(f"{name:34}{ncf['hr@10']:>10.4f}{ncf['ndcg@10']:>10.4f}")
     popularity = main_run["popularity"]["ncf"]
@@ -134,9 +137,12 @@ def main(argv=None):
     print(f"{'with auxiliary loss':34}{main_run['dien']['metrics']['sequence']['auc']:>10.4f}")
     print(f"{'without auxiliary loss':34}{no_aux['dien']['metrics']['sequence']['auc']:>10.4f}")
     print(f"{'popularity':34}{main_run['popularity']['sequence']['auc']:>10.4f}")
-    print(f"\n{'deep_cf training throughput':34}{'examples/s':>12}")
+    print(f"\n{'training throughput (examples/s)':34}{'deep_cf':>12}{'sasrec':>12}   (sasrec: windows of "
+          f"{cfg.features.sequence_length} positions)")
     for n, value in sorted(ranks.items()):
-        print(f"{f'{n} Horovod rank(s)':34}{value:>12.0f}")
+        print(f"{f'{n} Horovod rank(s)':34}{value['deep_cf']:>12.0f}{value['sasrec']:>12.0f}")
+    print(f"sasrec: best validation epoch {sasrec['best_epoch']} of {sasrec['epochs_run']} run (patience "
+          f"{cfg.train.sasrec.patience}), {sasrec['training_seconds']:.0f}s on {sasrec['num_proc']} ranks")
     print(f"\n{'one process, same deep_cf':34}{'per second':>12}")
     for name, value in feeds.items():
         print(f"{name:34}{value:>12.0f}")

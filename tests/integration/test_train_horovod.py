@@ -10,8 +10,10 @@ from libs.streaming import min_files_for_training
 
 pytestmark = [pytest.mark.spark, pytest.mark.horovod]
 
-N_USERS, N_ITEMS, HIST, TOKENS, GENRES = 12, 30, 5, 3, 4
+N_USERS, N_ITEMS, HIST, TOKENS, GENRES, SEQ_L = 12, 30, 5, 3, 4, 4
 EPOCHS, BATCH = 2, 16
+MODELS = ["sasrec", "deep_cf", "dien", "content"]
+WINDOWS = 20  # next_item_examples rows per user
 
 
 def _history(rng, n):
@@ -46,6 +48,20 @@ def synthetic_tables(seed=0):
             features = tables[S.ITEM_FEATURES][item - 1]
             content.append((u, hist, length, item, features[5], features[6], features[8], label, split))
     tables[S.CF_EXAMPLES], tables[S.SEQ_EXAMPLES], tables[S.CONTENT_EXAMPLES] = cf, seq, content
+
+    def window():
+        length = int(rng.integers(1, SEQ_L + 1))
+        items = [int(i) for i in rng.integers(1, N_ITEMS + 1, length + 1)]
+        pad = [0] * (SEQ_L - length)
+        return items[:-1] + pad, [1] + [0] * (length - 1) + pad, length, items[1:] + pad
+
+    tables[S.NEXT_ITEM_EXAMPLES] = [(u, *window(), S.SPLIT_TRAIN) for u in users for _ in range(WINDOWS)]
+    sequences = []
+    for u in users:
+        items, starts, length, targets = window()
+        sequences += [(u, S.SPLIT_VALID, items, starts, length, targets[length - 1]),
+                      (u, S.SPLIT_SERVE, items, starts, length, 0)]
+    tables[S.USER_SEQUENCES] = sequences
     tables[S.EVAL_CANDIDATES] = [(u, int(i), float(j == 0), "ncf") for u in users
                                  for j, i in enumerate(rng.choice(np.arange(1, N_ITEMS + 1), 12, replace=False))]
     return tables
@@ -64,16 +80,16 @@ def trained(spark, tmp_path_factory):
     for spec, rows in synthetic_tables().items():
         df = spark.createDataFrame(rows, spec.schema).repartition(min_files_for_training(2))
         store.write(df, spec.name)
-    small = {f"train.{m}.{key}": value for m in ("deep_cf", "dien", "content")
+    small = {f"train.{m}.{key}": value for m in MODELS
              for key, value in (("embedding_dim", 8), ("hidden_units", "[8]"), ("batch_size", BATCH),
                                 ("epochs", EPOCHS), ("learning_rate", 0.01))}
     cfg = make_config(warehouse, **small, **{"train.num_proc": 2, "train.shuffle_buffer": 64})
     ctx = JobContext(spark, cfg, store)
-    results = train.run(ctx, models=["deep_cf", "dien", "content"])
+    results = train.run(ctx, models=MODELS)
     return ctx, results
 
 
-@pytest.mark.parametrize("name", ["deep_cf", "dien", "content"])
+@pytest.mark.parametrize("name", MODELS)
 class TestTrainedWithTwoRanks:
     def test_record_holds_versions_rows_losses_and_metrics(self, trained, name):
         from libs.model_store import ModelStore
@@ -85,42 +101,51 @@ class TestTrainedWithTwoRanks:
         assert record["run_id"] == "test-run" == results[name]["run_id"]
         assert record["table_versions"][table] == store.version(table) == 0
         assert record["table_versions"][S.EVAL_CANDIDATES.name] == 0
-        assert record["table_rows"][table] == N_USERS * 30
-        train_rows = N_USERS * 30 if name == "deep_cf" else N_USERS * 30 - N_USERS * 3
+        rows = {"sasrec": N_USERS * WINDOWS, "deep_cf": N_USERS * 30}.get(name, N_USERS * 30)
+        assert record["table_rows"][table] == rows
+        train_rows = rows if name in ("sasrec", "deep_cf") else N_USERS * 30 - N_USERS * 3
         assert record["train_rows"] == train_rows
         assert record["num_proc"] == 2
         assert record["steps_per_epoch"] == train_rows // (BATCH * 2)
         assert record["hyper_parameters"]["embedding_dim"] == 8
         assert len(record["epoch_loss"]) == EPOCHS and all(np.isfinite(record["epoch_loss"]))
         assert len(record["examples_per_sec"]) == EPOCHS and min(record["examples_per_sec"]) > 0
-        assert record["loss_terms"] == ["binary_crossentropy"] + (["auxiliary_loss"] if name == "dien" else [])
+        loss = "masked_catalog_softmax" if name == "sasrec" else "binary_crossentropy"
+        assert record["loss_terms"] == [loss] + (["auxiliary_loss"] if name == "dien" else [])
+        retrieves = name != "dien"  # retrievers pick their epoch on the validation queries
+        assert ("best_epoch" in record) == retrieves
+        if retrieves:
+            assert [e["epoch"] for e in record["validation_by_epoch"]] == list(range(1, EPOCHS + 1))
+            best = max(record["validation_by_epoch"], key=lambda e: e["ndcg@10"])["epoch"]
+            assert record["best_epoch"] == best
         ncf = record["metrics"]["ncf"]
         assert 0.0 <= ncf["hr@10"] <= 1.0 and 0.0 <= ncf["ndcg@10"] <= ncf["hr@10"]
         assert ("sequence" in record["metrics"]) == (name == "dien")
         assert set(record["popularity_baseline"]) == {"ncf", "sequence"}
 
-    def test_reloaded_model_predicts_as_the_final_checkpoint(self, trained, name):
+    def test_reloaded_model_predicts_as_the_kept_epochs_checkpoint(self, trained, name):
         import tensorflow as tf
 
         from jobs.train import FEATURE_TABLES, load_eval_data
         from libs.feature_specs import FeatureSpecs
         from libs.model_store import ModelStore
-        from libs.models import build_model, inference_columns, score
+        from libs.models import build_model, inference_columns, pair_scores
 
         ctx, _ = trained
         models = ModelStore(ctx.cfg.storage.warehouse)
         assert models.latest_run(name) == "test-run"
         versions = {t.name: 0 for t in FEATURE_TABLES}
         specs = FeatureSpecs.from_store(ctx.store, ctx.cfg, versions)
-        assert specs == FeatureSpecs(N_USERS + 1, N_ITEMS + 1, 11, GENRES, 4, HIST, TOKENS)
+        assert specs == FeatureSpecs(N_USERS + 1, N_ITEMS + 1, 11, GENRES, 4, HIST, TOKENS, SEQ_L)
         inputs = {c: v for c, v in load_eval_data(ctx, versions, specs).candidates.items()
                   if c in inference_columns(name)}
 
         checkpointed = build_model(name, specs, getattr(ctx.cfg.train, name))
-        checkpoint = os.path.join(models.checkpoint_dir(name, "test-run"), f"epoch-{EPOCHS:02d}")
+        kept = models.record(name).get("best_epoch", EPOCHS)
+        checkpoint = os.path.join(models.checkpoint_dir(name, "test-run"), f"epoch-{kept:02d}")
         checkpointed.load_weights(checkpoint).expect_partial()
-        expected = score(checkpointed, inputs)
-        np.testing.assert_allclose(score(models.load(name), inputs), expected, rtol=1e-5, atol=1e-6)
+        expected = pair_scores(name, checkpointed, inputs)
+        np.testing.assert_allclose(pair_scores(name, models.load(name), inputs), expected, rtol=1e-5, atol=1e-5)
         assert np.std(expected) > 0
         with open(os.path.join(models.run_dir(name, "test-run"), "record.json")) as fh:
             assert json.load(fh)["model"] == name

@@ -217,7 +217,7 @@ def run(ctx: JobContext) -> Dict[str, int]:
         seen = evaluated_users_seen(cf, truth)
         rows = metric_rows(FINAL, model_run, PROTOCOL_FULL, full_ranking_metrics(recs, truth, k, n_items), cfg.run_date)
         stages = stage_recommendations(store, cfg.run_date)
-        for stage in sorted(r[0] for r in stages.select(S.STAGE).distinct().collect()) if stages else []:
+        for stage in sorted(r[0] for r in stages.select(S.STAGE).distinct().collect()) if stages is not None else []:
             rows += metric_rows(stage, model_run, PROTOCOL_FULL, full_ranking_metrics(
                 stages.where(F.col(S.STAGE) == stage).drop(S.STAGE), truth, k, n_items), cfg.run_date)
         seen = seen.cache()

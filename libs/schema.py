@@ -85,6 +85,8 @@ METRIC_VALUE = "metric_value"
 EVALUATED_AT = "evaluated_at"
 # names in the metrics table that the quality gate, the report and downstream readers rely on
 PROTOCOL_FULL_RANKING = "full_ranking"   # every unseen item ranked, each user's held-out item
+PROTOCOL_NCF = "ncf"                     # the held-out item among 99 never-touched items (He et al. 2017)
+PROTOCOL_SEQUENCE = "sequence"           # next-item AUC against a sampled negative (DIEN)
 MODEL_FINAL = "final"                    # the recommendations table itself
 MODEL_POPULARITY = "popularity"          # the popularity baseline of the same run
 

@@ -18,8 +18,7 @@ import numpy as np
 from libs import conf, schema as S
 from libs.models import content, deep_cf, dien, sasrec
 
-NCF_PROTOCOL = "ncf"            # the held-out item among 99 never-touched items (He et al. 2017)
-SEQUENCE_PROTOCOL = "sequence"  # next-item AUC against a sampled negative (DIEN)
+NCF_PROTOCOL, SEQUENCE_PROTOCOL = S.PROTOCOL_NCF, S.PROTOCOL_SEQUENCE
 
 
 @dataclass(frozen=True)

@@ -293,7 +293,7 @@ def eval_candidates(marked: DataFrame, num_items: int, eval_negatives: int, seed
         return pd.DataFrame({
             S.USER_IDX: np.int32(user), S.ITEM_IDX: np.concatenate([held_out, negatives]).astype(np.int32),
             S.LABEL: np.repeat(np.float32([1.0, 0.0]), [len(held_out), len(negatives)]),
-            S.PROTOCOL: "ncf"})
+            S.PROTOCOL: S.PROTOCOL_NCF})
 
     return _user_frames(marked).applyInPandas(per_user, S.EVAL_CANDIDATES.schema)
 

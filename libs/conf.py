@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import datetime as dt
 import os
+import re
 import typing
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 CONF_DIR_ENV = "NIGHTREC_CONF_DIR"
+RUN_DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class ConfigError(ValueError):
@@ -74,6 +76,11 @@ class IngestConf:
     event_types: List[str] = field(default_factory=lambda: ["rating", "click", "view", "purchase"])
     max_bad_ratio: float = 0.05         # fail (and write nothing) above this share of quarantined rows
     require_item_in_catalog: bool = True
+    max_days_before_run_date: int = 18262  # events dated earlier than run date - this are quarantined (50 years)
+    max_days_after_run_date: int = 1       # ... or later than run date + this (clock skew across time zones)
+    min_value: Optional[float] = None      # declared range of VALUE (e.g. a rating scale); None: unbounded
+    max_value: Optional[float] = None
+    allow_empty_input: bool = False        # an interactions input with no data rows fails unless true
 
 
 @dataclass
@@ -309,11 +316,17 @@ def _validate(cfg: Config) -> None:
         need(src.format in ("csv", "json", "parquet"), f"dataset.{src_name}.format must be csv, json or parquet")
         need(src.timestamp_format in ("epoch_seconds", "epoch_millis", "iso"),
              f"dataset.{src_name}.timestamp_format must be epoch_seconds, epoch_millis or iso")
+    need(cfg.ingest.max_days_before_run_date >= 0 and cfg.ingest.max_days_after_run_date >= 0,
+         "ingest.max_days_before_run_date and ingest.max_days_after_run_date must be >= 0")
+    need(cfg.ingest.min_value is None or cfg.ingest.max_value is None
+         or cfg.ingest.min_value <= cfg.ingest.max_value, "ingest.min_value must be <= ingest.max_value")
     if cfg.run.date:
+        need(RUN_DATE_PATTERN.fullmatch(cfg.run.date) is not None,
+             f"run.date must be YYYY-MM-DD (e.g. --run-date 2024-01-15), got {cfg.run.date!r}")
         try:
             dt.date.fromisoformat(cfg.run.date)
         except ValueError as exc:
-            raise ConfigError(f"run.date must be YYYY-MM-DD, got {cfg.run.date!r}") from exc
+            raise ConfigError(f"run.date must be YYYY-MM-DD and a calendar date, got {cfg.run.date!r} ({exc})") from exc
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

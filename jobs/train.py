@@ -134,7 +134,7 @@ def train_one(ctx: JobContext, name: str, versions: Dict[str, int], specs: Featu
         record={"training_table": table, "table_versions": read_versions,
                 "table_rows": {table: store.num_rows(table, version)}})
     with step(log, f"train {name}") as result:
-        summary = run_training(task, cfg.train.num_proc)
+        summary = run_training(task, cfg.train.num_proc, cfg.train.start_timeout_s)
         result.add(f"{table} train rows", train_rows)
     models = ModelStore(store.root)
     with step(log, f"evaluate {name}") as result:

@@ -115,6 +115,7 @@ class ModelConf:
 @dataclass
 class TrainConf:
     num_proc: int = 2
+    start_timeout_s: int = 120          # every Horovod rank must have started within this (else a clear error)
     models: List[str] = field(default_factory=lambda: ["deep_cf", "dien", "content"])
     shuffle_seed: int = 7
     shuffle_buffer: int = 10000         # rows mixed across row groups per rank (row groups are shuffled too)
@@ -301,6 +302,7 @@ def _validate(cfg: Config) -> None:
     need(cfg.recommend.mode in ("evaluate", "production"), "recommend.mode must be evaluate or production")
     need(0 <= cfg.ingest.max_bad_ratio <= 1, "ingest.max_bad_ratio must be in [0, 1]")
     need(cfg.train.num_proc >= 1, "train.num_proc must be >= 1")
+    need(cfg.train.start_timeout_s >= 1, "train.start_timeout_s must be >= 1")
     unknown_models = set(cfg.train.models) - {"deep_cf", "dien", "content"}
     need(not unknown_models, f"train.models: unknown model(s) {sorted(unknown_models)}")
     need(cfg.features.history_length >= 1, "features.history_length must be >= 1")

@@ -135,6 +135,15 @@ class RecommendConf:
 
 
 @dataclass
+class GateConf:
+    """The quality gate a night must pass to be published (pipelines/nightly.py)."""
+
+    metric: str = "ndcg@10"             # metrics table METRIC compared
+    max_drop: float = 0.02              # largest allowed drop below the last published night (absolute)
+    production_protocol: str = "ncf"    # production mode: every trained model vs popularity on this protocol
+
+
+@dataclass
 class Config:
     env: str = "local"
     dataset_name: str = "ml-100k"
@@ -147,6 +156,7 @@ class Config:
     features: FeaturesConf = field(default_factory=FeaturesConf)
     train: TrainConf = field(default_factory=TrainConf)
     recommend: RecommendConf = field(default_factory=RecommendConf)
+    gate: GateConf = field(default_factory=GateConf)
 
     @property
     def run_date(self) -> dt.date:
@@ -302,6 +312,7 @@ def _validate(cfg: Config) -> None:
     need(cfg.recommend.mode in ("evaluate", "production"), "recommend.mode must be evaluate or production")
     need(0 <= cfg.ingest.max_bad_ratio <= 1, "ingest.max_bad_ratio must be in [0, 1]")
     need(cfg.train.num_proc >= 1, "train.num_proc must be >= 1")
+    need(cfg.gate.max_drop >= 0, "gate.max_drop must be >= 0")
     need(cfg.train.start_timeout_s >= 1, "train.start_timeout_s must be >= 1")
     unknown_models = set(cfg.train.models) - {"deep_cf", "dien", "content"}
     need(not unknown_models, f"train.models: unknown model(s) {sorted(unknown_models)}")

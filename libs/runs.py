@@ -80,7 +80,7 @@ class RunBook:
                S.DATASET: cfg.dataset_name, S.CODE_VERSION: code_version(), S.CONFIG_HASH: config_hash(cfg),
                S.STATUS: S.RUN_RUNNING, S.STARTED_AT: now_utc(), S.ENDED_AT: None, S.STEPS: [],
                S.TABLE_VERSIONS: {}, S.MODEL_RUNS: {}, S.GATE_METRIC: None, S.GATE_VALUE: None,
-               S.PUBLISHED_AT: None, S.MESSAGE: None}
+               S.PUBLISHED_AT: None, S.PUBLISHED_VERSIONS: None, S.MESSAGE: None}
         book = cls(store, row)
         book.save()
         return book
@@ -91,7 +91,8 @@ class RunBook:
         """The latest run of ``run_date`` (or ``run_id``), its completed ``steps_before`` kept.
 
         Pins ``store`` to the versions those steps read and wrote, so the resumed steps read what
-        the run itself wrote (not newer versions another run committed since).
+        the run itself wrote (not newer versions another run committed since). A run published
+        before keeps its PUBLISHED_VERSIONS until the resumed run passes the gate again.
         """
         runs = rows(store)
         candidates = [r for r in runs if (r[S.RUN_ID] == run_id if run_id else str(r[S.RUN_DATE]) == run_date)]
@@ -99,9 +100,6 @@ class RunBook:
             raise RunError(f"no earlier run of {run_id or run_date} in the runs table to resume; "
                            "run the date without --from-step")
         row = max(candidates, key=lambda r: r[S.STARTED_AT])
-        if row[S.STATUS] == S.RUN_PUBLISHED:
-            raise RunError(f"run {row[S.RUN_ID]} of {run_date} is published; resuming it would change what "
-                           "readers get. Rerun the date without --from-step (a new run)")
         done = {s[S.STEP]: s for s in row[S.STEPS] if s[S.STATUS] == S.STEP_DONE}
         missing = [name for name in steps_before if name not in done]
         if missing:
@@ -146,6 +144,7 @@ class RunBook:
                          S.GATE_VALUE: gate_value})
         if status == S.RUN_PUBLISHED:
             self.row[S.PUBLISHED_AT] = self.row[S.ENDED_AT]
+            self.row[S.PUBLISHED_VERSIONS] = dict(self.row[S.TABLE_VERSIONS] or {})
         self.save()
 
     def save(self) -> None:
@@ -175,9 +174,9 @@ def rows(store: DeltaStore, version: Optional[int] = None) -> List[dict]:
 
 
 def latest_published(store: DeltaStore) -> Optional[dict]:
-    """The runs row of the latest published night, or None. Its TABLE_VERSIONS say which version
-    of each table (e.g. recommendations, filtered on its run date) that night published."""
-    published = [r for r in rows(store) if r[S.STATUS] == S.RUN_PUBLISHED]
+    """The runs row of the latest published night, or None. Its PUBLISHED_VERSIONS say which
+    version of each table (e.g. recommendations, filtered on its run date) that night published."""
+    published = [r for r in rows(store) if r[S.PUBLISHED_AT] is not None]
     return max(published, key=lambda r: r[S.PUBLISHED_AT]) if published else None
 
 

@@ -219,7 +219,8 @@ TABLE_VERSIONS = "table_versions"  # map<string,bigint>: every table version the
 MODEL_RUNS = "model_runs"        # map<string,string>: model -> model store run
 GATE_METRIC = "gate_metric"
 GATE_VALUE = "gate_value"
-PUBLISHED_AT = "published_at"
+PUBLISHED_AT = "published_at"    # when the run was last published (kept if a resumed redo fails the gate)
+PUBLISHED_VERSIONS = "published_versions"  # map<string,bigint>: the table versions readers get from it
 MESSAGE = "message"
 
 RUN_RUNNING = "running"
@@ -239,5 +240,5 @@ RUNS = TableSpec("runs", T.StructType([
     _f(CONFIG_HASH, _S), _f(STATUS, _S, False), _f(STARTED_AT, _TS), _f(ENDED_AT, _TS),
     _f(STEPS, T.ArrayType(STEP_RECORD, False)), _f(TABLE_VERSIONS, T.MapType(_S, _L)),
     _f(MODEL_RUNS, T.MapType(_S, _S)), _f(GATE_METRIC, _S), _f(GATE_VALUE, _D), _f(PUBLISHED_AT, _TS),
-    _f(MESSAGE, _S),
+    _f(PUBLISHED_VERSIONS, T.MapType(_S, _L)), _f(MESSAGE, _S),
 ]), (), "one row per nightly run: steps, Delta versions read and written, model runs, gate, publishing")

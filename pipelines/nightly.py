@@ -122,7 +122,8 @@ def gate_and_publish(ctx: JobContext, book: runs.RunBook) -> runs.GateResult:
     cfg = ctx.cfg
     last = runs.latest_published(book.store)
     last_value = None
-    if last is not None and last[S.GATE_METRIC] == cfg.gate.metric and last[S.RUN_MODE] == cfg.recommend.mode:
+    if (last is not None and last[S.STATUS] == S.RUN_PUBLISHED and last[S.GATE_METRIC] == cfg.gate.metric
+            and last[S.RUN_MODE] == cfg.recommend.mode):
         last_value = last[S.GATE_VALUE]
     result = runs.quality_gate(runs.night_metrics(ctx.store, cfg.run_date), cfg.recommend.mode, cfg.gate,
                                cfg.train.models, last_value)

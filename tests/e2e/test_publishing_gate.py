@@ -23,7 +23,7 @@ def _night(warehouse, *sets):
 
 def _published_recs(store):
     night = runs.latest_published(store)
-    version = night[S.TABLE_VERSIONS][S.RECOMMENDATIONS.name]
+    version = night[S.PUBLISHED_VERSIONS][S.RECOMMENDATIONS.name]
     recs = store.read(S.RECOMMENDATIONS.name, version).where(F.col(S.RUN_DATE) == night[S.RUN_DATE])
     return night, sorted(tuple(r) for r in recs.collect())
 

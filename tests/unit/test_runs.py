@@ -75,7 +75,18 @@ def test_run_rows_steps_resume_pins_and_latest_published(spark, store, warehouse
     other = runs.RunBook.start(store, make_config(warehouse, **{"run.run_id": "later"}))
     other.finish(S.RUN_GATE_FAILED, "worse", "ndcg@10", 0.01)
     published = runs.latest_published(store)
-    assert (published[S.RUN_ID], published[S.GATE_VALUE], published[S.TABLE_VERSIONS]) == \
+    assert (published[S.RUN_ID], published[S.GATE_VALUE], published[S.PUBLISHED_VERSIONS]) == \
         ("test-run", 0.1, {"a": 0, "b": 0})
     assert sorted((r[S.RUN_ID], r[S.STATUS]) for r in runs.rows(store)) == [
         ("later", S.RUN_GATE_FAILED), ("test-run", S.RUN_PUBLISHED)]
+
+    # redoing the published run (--from-step) and failing the gate keeps what readers get
+    redo_store = type(store)(spark, warehouse, backend="delta-rs")
+    redo = runs.RunBook.resume(redo_store, "2024-01-15", ["ingest"], run_id="test-run")
+    redo_store.write(spark.createDataFrame([(4,)], "id int"), "b")
+    redo.step_done("train", runs.now_utc(), {}, redo_store)
+    redo.finish(S.RUN_GATE_FAILED, "worse", "ndcg@10", 0.0)
+    published = runs.latest_published(store)
+    assert (published[S.RUN_ID], published[S.STATUS], published[S.PUBLISHED_VERSIONS]) == \
+        ("test-run", S.RUN_GATE_FAILED, {"a": 0, "b": 0})
+    assert published[S.TABLE_VERSIONS] == {"a": 0, "b": 2}

@@ -323,7 +323,9 @@ def append_new_events(store, events: DataFrame) -> int:
 
     The batch is anti-joined with the table's rows of the batch's event dates at the latest
     version, and committed on top of exactly that version: a concurrent ingest that committed in
-    between makes this write fail with ConcurrentWriteError instead of adding its rows twice.
+    between makes this write fail with ConcurrentWriteError instead of adding its rows twice. A
+    drop with nothing new commits an empty append (a version that adds no file), so every ingest
+    run records the events version it left.
     """
     base = store.latest_version(S.EVENTS.name)
     if base is not None:
@@ -334,8 +336,7 @@ def append_new_events(store, events: DataFrame) -> int:
     try:
         count = new.count()
         if count == 0 and base is not None:
-            log.info("events: every event of this drop is already in version %d; nothing to commit", base)
-            return 0
+            log.info("events: every event of this drop is already in version %d; no file added", base)
         # one file per date
         store.write(new, S.EVENTS.name, mode="append", partition_by=S.EVENTS.partition_by,
                     expected_rows=count, base_version=NO_TABLE if base is None else base)

@@ -35,7 +35,7 @@ PROTOCOL_FULL = S.PROTOCOL_FULL_RANKING
 FINAL = S.MODEL_FINAL
 POPULARITY = S.MODEL_POPULARITY
 ALS_BASELINE = "als"
-PROTOCOL_VALIDATION = "validation_candidates"  # the blend fit: NDCG@K of validation items among candidates
+PROTOCOL_VALIDATION = S.PROTOCOL_VALIDATION
 PROTOCOL_BLEND_WEIGHT = "blend_weight"
 ALS_PARAMS = {"rank": 64, "maxIter": 10, "regParam": 0.05, "alpha": 20.0}  # as in benchmarks.bench_recommend
 
@@ -141,8 +141,9 @@ def metric_rows(model: str, model_run: Optional[str], protocol: str, figures: Di
 
 
 def blend_metric_rows(warehouse: str, run_id: str, run_date: dt.date) -> List[tuple]:
-    """The blend's validation fit (from the model store): NDCG@K of the validation items among the
-    candidates, ranked by each model alone and by the fitted blend, and the fitted weights."""
+    """The blend's validation fit (from the model store): full-ranking NDCG@K of the validation items
+    for the fitted blend (final), each model alone on the same candidates, and popularity; and the
+    fitted weights."""
     from libs.model_store import ModelStore
     from libs.ranking import BLEND_RECORD
 
@@ -158,19 +159,21 @@ def blend_metric_rows(warehouse: str, run_id: str, run_date: dt.date) -> List[tu
     rows = metric_rows(FINAL, run_id, PROTOCOL_VALIDATION, {metric: record[name]}, run_date)
     for model, value in sorted(record.get(name + "_alone", {}).items()):
         rows += metric_rows(model, run_id, PROTOCOL_VALIDATION, {metric: value}, run_date)
+    if name + "_popularity" in record:
+        rows += metric_rows(POPULARITY, None, PROTOCOL_VALIDATION, {metric: record[name + "_popularity"]}, run_date)
     for model, weight in sorted(record["weights"].items()):
         rows += metric_rows(model, run_id, PROTOCOL_BLEND_WEIGHT, {"weight": weight}, run_date)
     return rows
 
 
-def training_metric_rows(warehouse: str, models: List[str], run_date: dt.date) -> List[tuple]:
-    """The per-model evaluation figures training stored in the model store records, and the
-    popularity baseline it computed in the same run."""
+def training_metric_rows(ctx: JobContext, models: List[str], run_date: dt.date) -> List[tuple]:
+    """The per-model evaluation figures training stored in the model store records of this run's
+    models, and the popularity baseline it computed in the same run."""
     from libs.model_store import ModelStore
 
-    store, rows, baseline = ModelStore(warehouse), [], None
+    store, rows, baseline = ModelStore(ctx.cfg.storage.warehouse), [], None
     for model in models:
-        run_id = store.latest_run(model)
+        run_id = ctx.model_run(model)
         if not run_id:
             continue
         record = store.record(model, run_id)
@@ -207,8 +210,13 @@ def run(ctx: JobContext) -> Dict[str, int]:
     k = cfg.recommend.k
     with step(log, "evaluate") as result:
         if cfg.recommend.mode == "production":
-            log.info("recommend.mode=production: nothing is held out, so there is nothing to evaluate")
-            return {}
+            # nothing is held out for testing: the night's figures are the validation fit's
+            rows = blend_metric_rows(cfg.storage.warehouse, cfg.run.run_id, cfg.run_date)
+            store.write(spark.createDataFrame(rows, S.METRICS.schema), S.METRICS.name,
+                        partition_by=list(S.METRICS.partition_by), replace_where={S.RUN_DATE: [cfg.run.date]})
+            result.add(S.METRICS.name, len(rows))
+            log.info("recommend.mode=production: no test items; %d validation figures recorded", len(rows))
+            return dict(result.rows)
         truth = held_out(store.read(S.EVAL_CANDIDATES.name)).cache()
         n_items = store.read(S.VOCAB_ITEMS.name).count()
         recs = recommendations_by_index(store, cfg.run_date)
@@ -227,7 +235,7 @@ def run(ctx: JobContext) -> Dict[str, int]:
             als_top_k(seen, cf, k, cfg.features.seed), truth, k, n_items), cfg.run_date)
         seen.unpersist()
         rows += blend_metric_rows(cfg.storage.warehouse, cfg.run.run_id, cfg.run_date)
-        rows += training_metric_rows(cfg.storage.warehouse, cfg.train.models, cfg.run_date)
+        rows += training_metric_rows(ctx, cfg.train.models, cfg.run_date)
         metrics = spark.createDataFrame(rows, S.METRICS.schema)
         store.write(metrics, S.METRICS.name, partition_by=list(S.METRICS.partition_by),
                     replace_where={S.RUN_DATE: [cfg.run.date]})

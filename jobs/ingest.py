@@ -6,11 +6,16 @@ and the first reason it failed. Delimited files are read as text lines and split
 Parquet), so a malformed line is kept verbatim. A ``\\r`` at line end is stripped and the header
 line of every file is dropped (all files of one source share it).
 
-Above ``ingest.max_bad_ratio`` of quarantined rows in any source the job raises
-:class:`IngestError` before writing anything.
+Above ``ingest.max_bad_ratio`` of quarantined rows in any source, or with an interactions input
+without data rows (unless ``ingest.allow_empty_input``), the job raises :class:`IngestError`
+before writing anything.
+
+Events are appended per drop, deduplicated on EVENT_KEY against the events already in the table:
+a rerun of the same drop adds nothing, and a later drop's late events of earlier dates are added.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Dict, List, Optional
 
@@ -25,6 +30,7 @@ from libs.contract import conform_exact
 from libs.datasets import resolve_path
 from libs.log import step
 from libs.runtime import JobContext, job_main
+from libs.storage import NO_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +46,22 @@ UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
 UNKNOWN_EVENT_TYPE = "unknown_event_type"
 UNPARSEABLE_VALUE = "unparseable_value"
 ITEM_NOT_IN_CATALOG = "item_not_in_catalog"
+USER_ID_CONTROL_CHARS = "user_id_has_control_characters"
+ITEM_ID_CONTROL_CHARS = "item_id_has_control_characters"
+TIMESTAMP_OUT_OF_WINDOW = "timestamp_outside_plausible_window"
+VALUE_OUT_OF_RANGE = "value_out_of_range"
 DUPLICATE_EVENT = "duplicate_event"
 DUPLICATE_ITEM_ID = "duplicate_item_id"
 DUPLICATE_USER_ID = "duplicate_user_id"
 
+EVENTS_ADDED = "events_added"    # logged: events of the drop that no earlier drop delivered
 EVENT_KEY = [S.USER_ID, S.ITEM_ID, S.EVENT_TS, S.EVENT_TYPE]
+_CONTROL_CHARS = r"\p{Cc}"      # Java regex: C0/C1 control characters (what no real id holds)
 _YEAR_IN_TITLE = r"\((\d{4})\)\s*$"
 
 
 class IngestError(RuntimeError):
-    """The input is unusable: too many bad rows, an adapter that does not match, lost rows."""
+    """The input is unusable: too many bad rows, no rows, an adapter that does not match, lost rows."""
 
 
 # --- extract: raw records of any format -------------------------------------------------------
@@ -92,12 +104,13 @@ def parse_delimited(lines: DataFrame, src: SourceConf) -> DataFrame:
 
 
 def source_field(src: SourceConf, ours: str) -> Column:
-    """Our column ``ours`` as trimmed text: a constant, the mapped source column, or null; '' -> null."""
+    """Our column ``ours`` as text trimmed of whitespace: a constant, the mapped source column, or
+    null; '' -> null."""
     if ours in src.constants:
         return F.lit(src.constants[ours])
     if ours not in src.columns:
         return F.lit(None).cast("string")
-    text = F.trim(F.col(RECORD).getItem(src.columns[ours]))
+    text = F.regexp_replace(F.col(RECORD).getItem(src.columns[ours]), r"^\s+|\s+$", "")
     return F.when(text != "", text)
 
 
@@ -120,6 +133,10 @@ def parse_timestamp(text: Column, fmt: str) -> Column:
 
 # --- transform --------------------------------------------------------------------------------
 
+def _has_control_chars(column: str) -> Column:
+    return F.coalesce(F.col(column).rlike(_CONTROL_CHARS), F.lit(False))
+
+
 def _first_failure(checks) -> Column:
     """The reason of the first true condition in ``checks`` (reason, condition), else null."""
     reason = F.lit(None).cast("string")
@@ -136,13 +153,16 @@ def _mark_duplicates(df: DataFrame, key: List[str], reason: str) -> DataFrame:
 
 
 def classify_events(raw: DataFrame, src: SourceConf, conf: IngestConf,
-                    catalog_ids: Optional[DataFrame] = None) -> DataFrame:
+                    catalog_ids: Optional[DataFrame] = None, run_date: Optional[dt.date] = None) -> DataFrame:
     """Typed event columns plus REASON (null for a valid row) for every raw interaction record.
 
-    Checks in order, the first failure wins: malformed_line, missing_user_id, missing_item_id,
-    unparseable_timestamp, unknown_event_type, unparseable_value, item_not_in_catalog (when
-    ``catalog_ids`` is given), duplicate_event (same user, item, timestamp and event type: the first
-    by source file and raw text is kept).
+    Checks in order, the first failure wins: malformed_line, missing_user_id (also: blank after
+    trimming), missing_item_id, user_id / item_id_has_control_characters, unparseable_timestamp,
+    timestamp_outside_plausible_window (event date before ``run_date`` - max_days_before_run_date or
+    after ``run_date`` + max_days_after_run_date; when ``run_date`` is given), unknown_event_type,
+    unparseable_value, value_out_of_range (outside [min_value, max_value]), item_not_in_catalog
+    (when ``catalog_ids`` is given), duplicate_event (same user, item, timestamp and event type: the
+    first by source file and raw text is kept).
     """
     df = raw.select(S.RAW_RECORD, S.SOURCE_FILE, MALFORMED,
                     *[source_field(src, c).alias(c) for c in (S.USER_ID, S.ITEM_ID, TIMESTAMP,
@@ -156,10 +176,23 @@ def classify_events(raw: DataFrame, src: SourceConf, conf: IngestConf,
         (MALFORMED_LINE, F.col(MALFORMED)),
         (MISSING_USER_ID, F.col(S.USER_ID).isNull()),
         (MISSING_ITEM_ID, F.col(S.ITEM_ID).isNull()),
+        (USER_ID_CONTROL_CHARS, _has_control_chars(S.USER_ID)),
+        (ITEM_ID_CONTROL_CHARS, _has_control_chars(S.ITEM_ID)),
         (UNPARSEABLE_TIMESTAMP, F.col(S.EVENT_TS).isNull()),
+    ]
+    if run_date is not None:
+        first = run_date - dt.timedelta(days=conf.max_days_before_run_date)
+        last = run_date + dt.timedelta(days=conf.max_days_after_run_date)
+        event_date = F.to_date(S.EVENT_TS)
+        checks.append((TIMESTAMP_OUT_OF_WINDOW, (event_date < F.lit(first)) | (event_date > F.lit(last))))
+    checks += [
         (UNKNOWN_EVENT_TYPE, ~F.coalesce(F.col(S.EVENT_TYPE).isin(conf.event_types), F.lit(False))),
         (UNPARSEABLE_VALUE, F.col(S.VALUE).isNotNull() & (F.col("_value").isNull() | F.isnan("_value"))),
     ]
+    if conf.min_value is not None:
+        checks.append((VALUE_OUT_OF_RANGE, F.col("_value") < F.lit(conf.min_value)))
+    if conf.max_value is not None:
+        checks.append((VALUE_OUT_OF_RANGE, F.col("_value") > F.lit(conf.max_value)))
     if catalog_ids is not None:
         checks.append((ITEM_NOT_IN_CATALOG, F.col("_in_catalog").isNull()))
     df = _mark_duplicates(df.withColumn(S.REASON, _first_failure(checks)), EVENT_KEY, DUPLICATE_EVENT)
@@ -170,7 +203,8 @@ def classify_events(raw: DataFrame, src: SourceConf, conf: IngestConf,
 def classify_items(raw: DataFrame, src: SourceConf) -> DataFrame:
     """Catalog rows typed (title, genres array, int year, other columns as attributes) plus REASON.
 
-    Reasons: malformed_line, missing_item_id, duplicate_item_id (the first by file and text is kept).
+    Reasons: malformed_line, missing_item_id, item_id_has_control_characters, duplicate_item_id (the
+    first by file and text is kept).
     The year accepts ``1995`` or ``1995.0``; anything else is a null year, not a bad row.
     """
     title = source_field(src, S.TITLE)
@@ -184,16 +218,20 @@ def classify_items(raw: DataFrame, src: SourceConf) -> DataFrame:
                     year_text.cast("double").cast("int").alias(S.YEAR), attributes(src).alias(S.ATTRIBUTES),
                     _first_failure([(MALFORMED_LINE, F.col(MALFORMED)),
                                     (MISSING_ITEM_ID, source_field(src, S.ITEM_ID).isNull())]).alias(S.REASON))
+    df = df.withColumn(S.REASON, F.coalesce(S.REASON, F.when(_has_control_chars(S.ITEM_ID),
+                                                             F.lit(ITEM_ID_CONTROL_CHARS))))
     return _mark_duplicates(df, [S.ITEM_ID], DUPLICATE_ITEM_ID)
 
 
 def classify_users(raw: DataFrame, src: SourceConf) -> DataFrame:
     """User rows (id + other columns as attributes) plus REASON: malformed_line, missing_user_id,
-    duplicate_user_id."""
+    user_id_has_control_characters, duplicate_user_id."""
     df = raw.select(S.RAW_RECORD, S.SOURCE_FILE, source_field(src, S.USER_ID).alias(S.USER_ID),
                     attributes(src).alias(S.ATTRIBUTES),
                     _first_failure([(MALFORMED_LINE, F.col(MALFORMED)),
                                     (MISSING_USER_ID, source_field(src, S.USER_ID).isNull())]).alias(S.REASON))
+    df = df.withColumn(S.REASON, F.coalesce(S.REASON, F.when(_has_control_chars(S.USER_ID),
+                                                             F.lit(USER_ID_CONTROL_CHARS))))
     return _mark_duplicates(df, [S.USER_ID], DUPLICATE_USER_ID)
 
 
@@ -238,7 +276,8 @@ def transform(raw: Dict[str, DataFrame], cfg: Config) -> Dict[str, DataFrame]:
     if cfg.ingest.require_item_in_catalog:
         catalog_ids = items.where(F.col(S.REASON).isNull()).select(S.ITEM_ID)
     out = {CATALOG: items,
-           INTERACTIONS: classify_events(raw[INTERACTIONS], cfg.dataset.interactions, cfg.ingest, catalog_ids)}
+           INTERACTIONS: classify_events(raw[INTERACTIONS], cfg.dataset.interactions, cfg.ingest, catalog_ids,
+                                         cfg.run_date)}
     if USER_TABLE in raw:
         out[USER_TABLE] = classify_users(raw[USER_TABLE], cfg.dataset.users)
     return out
@@ -266,12 +305,50 @@ def validate_counts(raw: Dict[str, DataFrame], classified: Dict[str, DataFrame],
     return counts
 
 
-def load(ctx: JobContext, classified: Dict[str, DataFrame]) -> None:
+def check_not_empty(input_rows: int, conf: IngestConf, path: str) -> None:
+    """Raise :class:`IngestError` for an interactions input without data rows, unless allowed."""
+    if input_rows == 0 and not conf.allow_empty_input:
+        raise IngestError(f"interactions input {path} has no data rows (empty or header only); nothing was "
+                          "written. If this night truly had no events, rerun with "
+                          "--set ingest.allow_empty_input=true")
+
+
+def new_events(batch: DataFrame, existing: DataFrame) -> DataFrame:
+    """The rows of ``batch`` whose EVENT_KEY is not among ``existing``'s (earlier drops' events)."""
+    return batch.join(existing.select(*EVENT_KEY), EVENT_KEY, "left_anti")
+
+
+def append_new_events(store, events: DataFrame) -> int:
+    """Append the events no earlier drop delivered; return how many were committed.
+
+    The batch is anti-joined with the table's rows of the batch's event dates at the latest
+    version, and committed on top of exactly that version: a concurrent ingest that committed in
+    between makes this write fail with ConcurrentWriteError instead of adding its rows twice. A
+    drop with nothing new commits an empty append (a version that adds no file), so every ingest
+    run records the events version it left.
+    """
+    base = store.latest_version(S.EVENTS.name)
+    if base is not None:
+        dates = [r[0] for r in events.select(S.EVENT_DATE).distinct().collect()]
+        existing = store.read(S.EVENTS.name, version=base).where(F.col(S.EVENT_DATE).isin(dates))
+        events = new_events(events, existing)
+    new = conform_exact(events, S.EVENTS).repartition(S.EVENT_DATE).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        count = new.count()
+        if count == 0 and base is not None:
+            log.info("events: every event of this drop is already in version %d; no file added", base)
+        # one file per date
+        store.write(new, S.EVENTS.name, mode="append", partition_by=S.EVENTS.partition_by,
+                    expected_rows=count, base_version=NO_TABLE if base is None else base)
+        return count
+    finally:
+        new.unpersist()
+
+
+def load(ctx: JobContext, classified: Dict[str, DataFrame]) -> int:
+    """Write every table; returns the number of events this drop added to ``events``."""
     cfg, store, run_id = ctx.cfg, ctx.store, ctx.cfg.run.run_id
-    events = to_events(classified[INTERACTIONS], run_id)
-    # one file per date: a rerun replaces exactly the dates present in this input
-    store.write(conform_exact(events, S.EVENTS).repartition(S.EVENT_DATE), S.EVENTS.name,
-                mode="overwrite_partitions", partition_by=S.EVENTS.partition_by)
+    added = append_new_events(store, to_events(classified[INTERACTIONS], run_id))
     for name, spec in ((CATALOG, S.ITEMS), (USER_TABLE, S.USERS)):
         if name in classified:
             valid = classified[name].where(F.col(S.REASON).isNull())
@@ -282,6 +359,7 @@ def load(ctx: JobContext, classified: Dict[str, DataFrame]) -> None:
         quarantine = part if quarantine is None else quarantine.unionByName(part)
     store.write(conform_exact(quarantine, S.QUARANTINE).coalesce(1), S.QUARANTINE.name,
                 partition_by=S.QUARANTINE.partition_by, replace_where={S.RUN_DATE: [cfg.run.date]})
+    return added
 
 
 def run(ctx: JobContext) -> Dict[str, int]:
@@ -296,13 +374,16 @@ def run(ctx: JobContext) -> Dict[str, int]:
             raw = {name: keep(df) for name, df in extract(ctx.spark, ctx.cfg).items()}
             for name, df in raw.items():
                 st.add(name, df.count())
+            check_not_empty(st.rows[INTERACTIONS], ctx.cfg.ingest, ctx.cfg.dataset.interactions.path)
         with step(log, "ingest.validate") as st:
             classified = {name: keep(df) for name, df in transform(raw, ctx.cfg).items()}
             counts = validate_counts(raw, classified, ctx.cfg.ingest.max_bad_ratio)
             for name, by_reason in counts.items():
                 st.add(f"{name}.bad", sum(v for k, v in by_reason.items() if k))
         with step(log, "ingest.load") as st:
-            load(ctx, classified)
+            added = load(ctx, classified)
+            # events: the drop's valid events (all in the table now); events_added: those no earlier drop had
+            st.add(EVENTS_ADDED, added)
             rows = {S.EVENTS.name: counts[INTERACTIONS].get(None, 0), S.ITEMS.name: counts[CATALOG].get(None, 0),
                     S.QUARANTINE.name: sum(v for by in counts.values() for k, v in by.items() if k)}
             if USER_TABLE in counts:

@@ -112,6 +112,7 @@ class ServingAssets:
         model_paths: model -> saved model path, for every model in the blend.
         blend_models: the blend's feature order; weights: (M,) in that order.
         history_length: L of the rankers' HIST_ITEMS (the latest L items of the query).
+        train_popularity: (n_items,) training interactions per item (validation's popularity baseline).
     """
 
     k: int
@@ -124,6 +125,7 @@ class ServingAssets:
     blend_models: List[str]
     weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
     history_length: int = 0
+    train_popularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def candidate_features(frame: pd.DataFrame, assets: ServingAssets):
@@ -177,12 +179,22 @@ def rank_users(batches: Iterator[pd.DataFrame], assets: ServingAssets) -> Iterat
             yield pd.concat(out, ignore_index=True)[[S.USER_IDX, S.STAGE, S.RANK, S.ITEM_IDX, S.SCORE]]
 
 
-VALIDATION_SCHEMA = f"{S.USER_IDX} int, width int, n_candidates int, features array<double>, target_slot int"
+VALIDATION_SCHEMA = (f"{S.USER_IDX} int, width int, n_candidates int, features array<double>, target_slot int, "
+                     "popularity_rank int")
+
+
+def popularity_rank(popularity: np.ndarray, target: int, seen: np.ndarray) -> int:
+    """0-based rank of ``target`` when the unseen items are ordered by popularity, then item index."""
+    ahead = (popularity > popularity[target]) | ((popularity == popularity[target]) &
+                                                  (np.arange(len(popularity)) < target))
+    ahead[0] = False
+    ahead[seen[seen < len(popularity)]] = False
+    return int(ahead.sum())
 
 
 def validation_features(batches: Iterator[pd.DataFrame], assets: ServingAssets) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: validation queries -> each user's flattened (C, M) features and the slot
-    of the validation item among its candidates (-1 when no retriever found it)."""
+    """mapInPandas body: validation queries -> each user's flattened (C, M) features, the slot of the
+    validation item among its candidates (-1 when no retriever found it), and its popularity rank."""
     for frame in batches:
         for start in range(0, len(frame), _USER_BATCH):
             chunk = frame.iloc[start:start + _USER_BATCH]
@@ -193,7 +205,9 @@ def validation_features(batches: Iterator[pd.DataFrame], assets: ServingAssets) 
             yield pd.DataFrame({S.USER_IDX: chunk[S.USER_IDX].to_numpy(np.int32),
                                 "width": np.full(len(chunk), candidates.shape[1], np.int32),
                                 "n_candidates": valid.sum(axis=1).astype(np.int32),
-                                "features": list(features.reshape(len(chunk), -1)), "target_slot": slot})
+                                "features": list(features.reshape(len(chunk), -1)), "target_slot": slot,
+                                "popularity_rank": [popularity_rank(assets.train_popularity, t, np.asarray(s, np.int64))
+                                                    for t, s in zip(targets, chunk[SEEN])]})
 
 
 def fit_blend(validation: pd.DataFrame, models: List[str], k: int, step: float) -> dict:
@@ -208,8 +222,11 @@ def fit_blend(validation: pd.DataFrame, models: List[str], k: int, step: float) 
     slots = validation["target_slot"].to_numpy()
     weights, ndcg, _ = fit_blend_weights(features, valid, slots, k, step)
     alone = {name: fit_blend_weights(features[:, :, [i]], valid, slots, k, 1.0)[1] for i, name in enumerate(models)}
+    ranks = validation["popularity_rank"].to_numpy()
+    popularity = float(np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
     return {"models": models, "weights": {n: float(w) for n, w in zip(models, weights)},
             f"validation_ndcg@{k}": ndcg, f"validation_ndcg@{k}_alone": alone,
+            f"validation_ndcg@{k}_popularity": popularity,
             "validation_users": int(len(validation)),
             "validation_recall_of_candidates": float((slots >= 0).mean()) if len(slots) else 0.0,
             "tuned_on": "each user's validation item (second-latest interaction in evaluate mode, latest in "
@@ -245,7 +262,7 @@ def load_assets(ctx: JobContext, item_features: DataFrame, n_items: int):
 
     cfg = ctx.cfg.recommend
     store = ModelStore(ctx.cfg.storage.warehouse)
-    runs = {m: store.latest_run(m) for m in ctx.cfg.train.models}
+    runs = {m: ctx.model_run(m) for m in ctx.cfg.train.models}
     runs = {m: r for m, r in runs.items() if r}
     chosen = {name: n for name, n in cfg.retrievers.items() if name in runs}
     if not chosen:
@@ -291,6 +308,10 @@ def blend_weights(ctx: JobContext, assets: ServingAssets, user_sequences: DataFr
         weights = {m: float(cfg.weights.get(m, 0.0 if len(assets.blend_models) > 1 else 1.0))
                    for m in assets.blend_models}
         return {"models": assets.blend_models, "weights": weights, "tuned_on": "configured (recommend.weights)"}
+    counts = (cf.where((F.col(S.LABEL) > 0) & (F.col(S.SPLIT) == S.SPLIT_TRAIN)).groupBy(S.ITEM_IDX).count()
+              .toPandas())  # one row per item: small
+    assets.train_popularity = np.zeros(len(assets.item_content[S.YEAR_BUCKET]), np.int64)
+    assets.train_popularity[counts[S.ITEM_IDX].to_numpy()] = counts["count"].to_numpy()
     valid_queries = queries(user_sequences, S.SPLIT_VALID, seen_items(cf, [S.SPLIT_TRAIN]))
     sample = valid_queries.orderBy(F.xxhash64(S.USER_IDX, F.lit(ctx.cfg.features.seed))).limit(cfg.blend_users)
     collected = (sample.repartition(max(ctx.spark.sparkContext.defaultParallelism, 2), S.USER_IDX)

@@ -177,7 +177,7 @@ def train_one(ctx: JobContext, name: str, versions: Dict[str, int], specs: Featu
                 "table_rows": {table: store.num_rows(table, version)}},
         validation=validation_queries(ctx, name, versions, specs.history_length))
     with step(log, f"train {name}") as result:
-        summary = run_training(task, cfg.train.num_proc)
+        summary = run_training(task, cfg.train.num_proc, cfg.train.start_timeout_s)
         result.add(f"{table} train rows", train_rows)
     models = ModelStore(store.root)
     with step(log, f"evaluate {name}") as result:

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import datetime as dt
 import os
+import re
 import typing
 import uuid
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import yaml
 
 CONF_DIR_ENV = "NIGHTREC_CONF_DIR"
 MODEL_NAMES = ("sasrec", "deep_cf", "dien", "content")  # the keys of libs.models.MODELS (checked there)
+RUN_DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class ConfigError(ValueError):
@@ -75,6 +77,11 @@ class IngestConf:
     event_types: List[str] = field(default_factory=lambda: ["rating", "click", "view", "purchase"])
     max_bad_ratio: float = 0.05         # fail (and write nothing) above this share of quarantined rows
     require_item_in_catalog: bool = True
+    max_days_before_run_date: int = 18262  # events dated earlier than run date - this are quarantined (50 years)
+    max_days_after_run_date: int = 1       # ... or later than run date + this (clock skew across time zones)
+    min_value: Optional[float] = None      # declared range of VALUE (e.g. a rating scale); None: unbounded
+    max_value: Optional[float] = None
+    allow_empty_input: bool = False        # an interactions input with no data rows fails unless true
 
 
 @dataclass
@@ -115,6 +122,7 @@ class ModelConf:
 @dataclass
 class TrainConf:
     num_proc: int = 2
+    start_timeout_s: int = 120          # every Horovod rank must have started within this (else a clear error)
     models: List[str] = field(default_factory=lambda: ["deep_cf", "dien", "content"])
     shuffle_seed: int = 7
     shuffle_buffer: int = 10000         # rows mixed across row groups per rank (row groups are shuffled too)
@@ -138,6 +146,15 @@ class RecommendConf:
 
 
 @dataclass
+class GateConf:
+    """The quality gate a night must pass to be published (pipelines/nightly.py)."""
+
+    metric: str = "ndcg@10"             # metrics table METRIC compared
+    max_drop: float = 0.02              # largest allowed drop below the last published night (absolute)
+    production_protocol: str = "validation_full_ranking"  # production mode: final vs popularity on this protocol
+
+
+@dataclass
 class Config:
     env: str = "local"
     dataset_name: str = "ml-100k"
@@ -150,6 +167,7 @@ class Config:
     features: FeaturesConf = field(default_factory=FeaturesConf)
     train: TrainConf = field(default_factory=TrainConf)
     recommend: RecommendConf = field(default_factory=RecommendConf)
+    gate: GateConf = field(default_factory=GateConf)
 
     @property
     def run_date(self) -> dt.date:
@@ -305,6 +323,8 @@ def _validate(cfg: Config) -> None:
     need(cfg.recommend.mode in ("evaluate", "production"), "recommend.mode must be evaluate or production")
     need(0 <= cfg.ingest.max_bad_ratio <= 1, "ingest.max_bad_ratio must be in [0, 1]")
     need(cfg.train.num_proc >= 1, "train.num_proc must be >= 1")
+    need(cfg.gate.max_drop >= 0, "gate.max_drop must be >= 0")
+    need(cfg.train.start_timeout_s >= 1, "train.start_timeout_s must be >= 1")
     unknown_models = set(cfg.train.models) - set(MODEL_NAMES)
     need(not unknown_models, f"train.models: unknown model(s) {sorted(unknown_models)}; known: {MODEL_NAMES}")
     need(cfg.features.history_length >= 1, "features.history_length must be >= 1")
@@ -323,11 +343,17 @@ def _validate(cfg: Config) -> None:
         need(src.format in ("csv", "json", "parquet"), f"dataset.{src_name}.format must be csv, json or parquet")
         need(src.timestamp_format in ("epoch_seconds", "epoch_millis", "iso"),
              f"dataset.{src_name}.timestamp_format must be epoch_seconds, epoch_millis or iso")
+    need(cfg.ingest.max_days_before_run_date >= 0 and cfg.ingest.max_days_after_run_date >= 0,
+         "ingest.max_days_before_run_date and ingest.max_days_after_run_date must be >= 0")
+    need(cfg.ingest.min_value is None or cfg.ingest.max_value is None
+         or cfg.ingest.min_value <= cfg.ingest.max_value, "ingest.min_value must be <= ingest.max_value")
     if cfg.run.date:
+        need(RUN_DATE_PATTERN.fullmatch(cfg.run.date) is not None,
+             f"run.date must be YYYY-MM-DD (e.g. --run-date 2024-01-15), got {cfg.run.date!r}")
         try:
             dt.date.fromisoformat(cfg.run.date)
         except ValueError as exc:
-            raise ConfigError(f"run.date must be YYYY-MM-DD, got {cfg.run.date!r}") from exc
+            raise ConfigError(f"run.date must be YYYY-MM-DD and a calendar date, got {cfg.run.date!r} ({exc})") from exc
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Sequence
 
 from libs.conf import Config, ConfigError, add_common_args, config_from_args
@@ -21,6 +21,16 @@ class JobContext:
     cfg: Config
     store: "libs.storage.DeltaStore"  # noqa: F821
     args: Optional[argparse.Namespace] = None
+    model_runs: Dict[str, str] = field(default_factory=dict)  # model -> run pinned for this nightly run
+
+    def model_run(self, name: str) -> Optional[str]:
+        """The model store run of ``name`` this nightly run trained (or resumed with), else the
+        model's latest published run; None if there is none."""
+        if name in self.model_runs:
+            return self.model_runs[name]
+        from libs.model_store import ModelStore
+
+        return ModelStore(self.store.root).latest_run(name)
 
 
 def make_context(cfg: Config, args: Optional[argparse.Namespace] = None) -> JobContext:

@@ -87,6 +87,8 @@ EVALUATED_AT = "evaluated_at"
 PROTOCOL_FULL_RANKING = "full_ranking"   # every unseen item ranked, each user's held-out item
 PROTOCOL_NCF = "ncf"                     # the held-out item among 99 never-touched items (He et al. 2017)
 PROTOCOL_SEQUENCE = "sequence"           # next-item AUC against a sampled negative (DIEN)
+PROTOCOL_VALIDATION = "validation_full_ranking"  # each user's validation item, every item it did not
+                                         # train on ranked; written in both modes (the blend fit's figures)
 MODEL_FINAL = "final"                    # the recommendations table itself
 MODEL_POPULARITY = "popularity"          # the popularity baseline of the same run
 
@@ -226,3 +228,45 @@ def conform(df, spec: TableSpec, strict: bool = True):
 
 def table_spec(name: str) -> Optional[TableSpec]:
     return ALL_TABLES.get(name)
+
+
+# --- runs (one row per nightly run; libs/runs.py) -------------------------------------------
+RUN_MODE = "mode"                # recommend.mode: evaluate | production
+DATASET = "dataset"
+CODE_VERSION = "code_version"    # git describe, else the package version
+CONFIG_HASH = "config_hash"      # sha256 of the resolved config without the run id
+STATUS = "status"
+STARTED_AT = "started_at"
+ENDED_AT = "ended_at"
+STEPS = "steps"                  # array of STEP_RECORD, in pipeline order
+STEP = "step"
+ROWS = "rows"                    # map<string,bigint>: the step's row counts
+VERSIONS_READ = "versions_read"  # map<string,bigint>: table -> Delta version read
+VERSIONS_WRITTEN = "versions_written"
+TABLE_VERSIONS = "table_versions"  # map<string,bigint>: every table version the run used (its pins)
+MODEL_RUNS = "model_runs"        # map<string,string>: model -> model store run
+GATE_METRIC = "gate_metric"
+GATE_VALUE = "gate_value"
+PUBLISHED_AT = "published_at"    # when the run was last published (kept if a resumed redo fails the gate)
+PUBLISHED_VERSIONS = "published_versions"  # map<string,bigint>: the table versions readers get from it
+MESSAGE = "message"
+
+RUN_RUNNING = "running"
+RUN_FAILED = "failed"
+RUN_COMPLETED = "completed"      # every step done; not gated (a partial --to-step run) or gate off
+RUN_GATE_FAILED = "gate_failed"
+RUN_PUBLISHED = "published"      # passed the quality gate: what downstream readers take
+STEP_DONE = "done"
+
+STEP_RECORD = T.StructType([
+    _f(STEP, _S, False), _f(STATUS, _S, False), _f(STARTED_AT, _TS), _f(ENDED_AT, _TS),
+    _f(ROWS, T.MapType(_S, _L)), _f(VERSIONS_READ, T.MapType(_S, _L)), _f(VERSIONS_WRITTEN, T.MapType(_S, _L)),
+])
+
+RUNS = TableSpec("runs", T.StructType([
+    _f(RUN_ID, _S, False), _f(RUN_DATE, _DATE, False), _f(RUN_MODE, _S), _f(DATASET, _S), _f(CODE_VERSION, _S),
+    _f(CONFIG_HASH, _S), _f(STATUS, _S, False), _f(STARTED_AT, _TS), _f(ENDED_AT, _TS),
+    _f(STEPS, T.ArrayType(STEP_RECORD, False)), _f(TABLE_VERSIONS, T.MapType(_S, _L)),
+    _f(MODEL_RUNS, T.MapType(_S, _S)), _f(GATE_METRIC, _S), _f(GATE_VALUE, _D), _f(PUBLISHED_AT, _TS),
+    _f(PUBLISHED_VERSIONS, T.MapType(_S, _L)), _f(MESSAGE, _S),
+]), (), "one row per nightly run: steps, Delta versions read and written, model runs, gate, publishing")

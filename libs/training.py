@@ -15,6 +15,8 @@ from libs import schema as S
 
 log = logging.getLogger(__name__)
 
+DEFAULT_START_TIMEOUT_S = 120  # train.start_timeout_s: Horovod's own default (600 s) looked like a hang
+
 
 @dataclass
 class TrainTask:
@@ -262,12 +264,59 @@ def train_fn(task: TrainTask) -> Optional[dict]:
     return summary
 
 
-def run_training(task: TrainTask, num_proc: int) -> dict:
-    """Run :func:`train_fn` on ``num_proc`` Horovod ranks inside the active Spark application."""
-    import horovod.spark
+class TrainingStartError(RuntimeError):
+    """The Horovod ranks cannot all start: more ranks than Spark task slots, or a start timeout."""
 
-    log.info("starting %d Horovod rank(s) for %s", num_proc, task.model)
-    results = horovod.spark.run(train_fn, args=(task,), num_proc=num_proc, use_gloo=True, verbose=1)
+
+def task_slots(spark) -> Optional[int]:
+    """Spark tasks that can run at once, when the configuration fixes it up front.
+
+    ``local[N]``: N (``local[*]``: the cores); static executors: ``spark.executor.instances`` x
+    ``spark.executor.cores``; each divided by ``spark.task.cpus``. None when unknown (dynamic
+    allocation can add executors): then only the start timeout bounds the wait.
+    """
+    import os
+    import re
+
+    sc = spark.sparkContext
+    conf = sc.getConf()
+    local = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\d+)?\])?", sc.master)
+    if local:
+        cores = (os.cpu_count() or 1) if local.group(1) == "*" else int(local.group(1) or 1)
+    elif (conf.get("spark.dynamicAllocation.enabled", "false").lower() != "true"
+          and conf.get("spark.executor.instances") and conf.get("spark.executor.cores")):
+        cores = int(conf.get("spark.executor.instances")) * int(conf.get("spark.executor.cores"))
+    else:
+        return None
+    return cores // int(conf.get("spark.task.cpus", "1"))
+
+
+def run_training(task: TrainTask, num_proc: int, start_timeout_s: int = DEFAULT_START_TIMEOUT_S) -> dict:
+    """Run :func:`train_fn` on ``num_proc`` Horovod ranks inside the active Spark application.
+
+    Every rank is a Spark task that must run at the same time as the others: with more ranks than
+    task slots Horovod would wait for ever, so that fails up front, and a start that takes longer
+    than ``start_timeout_s`` fails too, each with :class:`TrainingStartError` saying what to change.
+    """
+    import horovod.spark
+    from horovod.runner.common.util.timeout import TimeoutException
+    from pyspark.sql import SparkSession
+
+    slots = task_slots(SparkSession.getActiveSession())
+    if slots is not None and num_proc > slots:
+        raise TrainingStartError(
+            f"train.num_proc={num_proc} Horovod ranks need {num_proc} Spark tasks at once, but this Spark "
+            f"application has {slots} task slot(s): set --set train.num_proc={slots} or give Spark more "
+            "cores (e.g. spark.master local[N], or more executors/spark.executor.cores)")
+    log.info("starting %d Horovod rank(s) for %s (start timeout %ds)", num_proc, task.model, start_timeout_s)
+    try:
+        results = horovod.spark.run(train_fn, args=(task,), num_proc=num_proc, start_timeout=start_timeout_s,
+                                    use_gloo=True, verbose=1)
+    except TimeoutException as exc:
+        raise TrainingStartError(
+            f"the {num_proc} Horovod ranks of {task.model} did not all start within train.start_timeout_s="
+            f"{start_timeout_s}s ({exc}); lower train.num_proc to the executors' free task slots, or raise "
+            "train.start_timeout_s if executors are still being allocated") from exc
     summaries = [r for r in results if r is not None]
     if len(summaries) != 1:
         raise RuntimeError(f"expected one summary from rank 0, got {len(summaries)}")

@@ -1,8 +1,13 @@
 """The nightly pipeline: ingest -> sessions -> features -> train -> recommend -> evaluate.
 
 One Spark application for one run date. Every step writes its tables idempotently (partitions of
-the run date are replaced, snapshot tables overwritten), so rerunning a date redoes it cleanly
-with no duplicated rows, and ``--from-step`` resumes after a failure without redoing earlier steps.
+the run date are replaced, snapshot tables overwritten, events appended once per drop), so
+rerunning a date redoes it cleanly with no duplicated rows, and ``--from-step`` resumes the same
+run (same run id, the table versions and model runs its earlier steps pinned) after a failure.
+
+Every run is a row of the ``runs`` table (:mod:`libs.runs`). After ``evaluate`` the quality gate
+(``gate:`` in conf) decides: a night that passes is marked published; one that fails exits 3 and
+leaves the last published night what downstream readers get.
 
     python -m pipelines.nightly [--run-date YYYY-MM-DD] [--set key=value ...] [--from-step train]
     ./spark-submit.sh --master yarn --env cluster pipelines.nightly --run-date 2024-01-15
@@ -16,8 +21,10 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from libs import runs
 from libs import schema as S
 from libs.conf import ConfigError, add_common_args, config_from_args
+from libs.log import setup_logging
 from libs.runtime import JobContext, make_context
 
 log = logging.getLogger("pipelines.nightly")
@@ -25,15 +32,22 @@ log = logging.getLogger("pipelines.nightly")
 STEPS = ["ingest", "sessions", "features", "train", "recommend", "evaluate"]
 
 
+EXIT_STEP_FAILED, EXIT_CONFIG, EXIT_GATE_FAILED = 1, 2, 3
+
+
 class StepFailed(RuntimeError):
     pass
 
 
-def run_steps(ctx: JobContext, steps: Sequence[str]) -> Dict[str, Dict[str, int]]:
+def run_steps(ctx: JobContext, steps: Sequence[str],
+              book: Optional[runs.RunBook] = None) -> Dict[str, Dict[str, int]]:
     """Run ``steps`` in order; stop at the first failure with a message that says how to resume."""
     done: Dict[str, Dict[str, int]] = {}
     for name in steps:
         start = time.perf_counter()
+        started = runs.now_utc()
+        ctx.store.reads.clear()
+        ctx.store.writes.clear()
         try:
             rows = importlib.import_module(f"jobs.{name}").run(ctx) or {}
         except Exception as exc:
@@ -44,6 +58,8 @@ def run_steps(ctx: JobContext, steps: Sequence[str]) -> Dict[str, Dict[str, int]
                 f"steps are committed; fix the cause and rerun with --run-date {ctx.cfg.run.date} "
                 f"--from-step {name} (or rerun the whole date: every step replaces its own output).") from exc
         done[name] = rows
+        if book is not None:
+            record_step(ctx, book, name, started, rows)
         log.info("nightly step %-9s %6.1fs  %s", name, time.perf_counter() - start, describe(rows))
     return done
 
@@ -79,6 +95,48 @@ def summary(ctx: JobContext, done: Dict[str, Dict[str, int]], seconds: float) ->
     return "\n".join(lines)
 
 
+# --- run bookkeeping and publishing (libs/runs.py) ---------------------------------------
+
+def open_run(ctx: JobContext, args: argparse.Namespace) -> runs.RunBook:
+    """A new run, or with ``--from-step`` the latest run of the date (or ``--set run.run_id``)
+    resumed: same run id, store pinned to its versions, its model runs."""
+    first = STEPS.index(args.from_step)
+    if first == 0:
+        return runs.RunBook.start(ctx.store, ctx.cfg)
+    explicit = any(o.startswith("run.run_id=") for o in args.overrides)
+    book = runs.RunBook.resume(ctx.store, ctx.cfg.run.date, STEPS[:first],
+                               ctx.cfg.run.run_id if explicit else None)
+    ctx.cfg.run.run_id = ctx.store.run_id = book.run_id
+    setup_logging(book.run_id, ctx.cfg.run.date)
+    ctx.model_runs.update(book.model_runs)
+    return book
+
+
+def record_step(ctx: JobContext, book: runs.RunBook, name: str, started, result: dict) -> None:
+    book.step_done(name, started, result, ctx.store)
+    ctx.model_runs.update(book.model_runs)
+
+
+def gate_and_publish(ctx: JobContext, book: runs.RunBook) -> runs.GateResult:
+    """Apply the quality gate to this night's metrics; publish the run only if it passes."""
+    cfg = ctx.cfg
+    last = runs.latest_published(book.store)
+    last_value = None
+    if (last is not None and last[S.STATUS] == S.RUN_PUBLISHED and last[S.GATE_METRIC] == cfg.gate.metric
+            and last[S.RUN_MODE] == cfg.recommend.mode):
+        last_value = last[S.GATE_VALUE]
+    result = runs.quality_gate(runs.night_metrics(ctx.store, cfg.run_date), cfg.recommend.mode, cfg.gate, last_value)
+    status = S.RUN_PUBLISHED if result.passed else S.RUN_GATE_FAILED
+    book.finish(status, result.message, cfg.gate.metric, result.value)
+    if result.passed:
+        log.info("quality gate passed: %s; run %s of %s is published", result.message, book.run_id, cfg.run.date)
+    else:
+        kept = (f"run {last[S.RUN_ID]} of {last[S.RUN_DATE]}" if last is not None else "none yet")
+        log.error("quality gate FAILED: %s. Run %s of %s is NOT published; the last published night "
+                  "(%s) is still what readers get.", result.message, book.run_id, cfg.run.date, kept)
+    return result
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
     parser.add_argument("--from-step", choices=STEPS, default=STEPS[0],
@@ -93,17 +151,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = config_from_args(args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     ctx = make_context(cfg, args)
     steps = STEPS[STEPS.index(args.from_step):STEPS.index(args.to_step) + 1]
+    try:
+        book = open_run(ctx, args)
+    except runs.RunError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
     log.info("nightly %s: steps %s, dataset %s, mode %s, warehouse %s", cfg.run.date, " -> ".join(steps),
              cfg.dataset_name, cfg.recommend.mode, ctx.store.root)
     start = time.perf_counter()
     try:
-        done = run_steps(ctx, steps)
+        done = run_steps(ctx, steps, book)
     except StepFailed as exc:
         log.error("%s", exc)
-        return 1
+        book.finish(S.RUN_FAILED, str(exc))
+        return EXIT_STEP_FAILED
+    if steps[-1] != STEPS[-1]:
+        book.finish(S.RUN_COMPLETED, f"stopped after step {steps[-1]} (--to-step); not gated, not published")
+    elif not gate_and_publish(ctx, book).passed:
+        return EXIT_GATE_FAILED
     print(summary(ctx, done, time.perf_counter() - start))
     return 0
 

@@ -1,4 +1,6 @@
 """Config loading: layering, --set overrides, and clear errors for bad keys and values."""
+import datetime as dt
+
 import pytest
 
 from libs.conf import ConfigError, load_config, parse_override
@@ -53,3 +55,18 @@ def test_parse_override_types_values_as_yaml():
     assert parse_override("a=text") == {"a": "text"}
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("novalue")
+
+
+@pytest.mark.parametrize("text", ["20240115", "2024-1-15", "2024/01/15", "2024-01-15T00:00", "2024-02-30"])
+def test_run_date_must_be_yyyy_mm_dd(text):
+    with pytest.raises(ConfigError, match="run.date must be YYYY-MM-DD"):
+        load_config(env="local", overrides=[f"run.date={text}"])
+    assert load_config(env="local", overrides=["run.date=2024-01-15"]).run_date == dt.date(2024, 1, 15)
+
+
+def test_bad_run_date_stops_the_pipeline_before_spark_starts(tmp_path, capsys):
+    from pipelines import nightly
+
+    assert nightly.main(["--run-date", "20240115", "--set", f"storage.warehouse={tmp_path}/wh"]) == 2
+    assert "must be YYYY-MM-DD" in capsys.readouterr().err
+    assert not (tmp_path / "wh").exists()

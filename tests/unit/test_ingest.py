@@ -172,3 +172,100 @@ def test_run_writes_every_row_once_and_reruns_replace(spark, store, warehouse, t
             ("interactions", ingest.ITEM_NOT_IN_CATALOG, dt.date(2024, 1, 15))]
     assert store.partition_columns(S.EVENTS.name) == [S.EVENT_DATE]
     assert store.schema(S.QUARANTINE.name) == S.QUARANTINE.schema
+
+
+# --- plausibility checks, empty input, drops ------------------------------------------------------
+
+def _epoch(day: dt.date, hour: int = 12) -> int:
+    return int((dt.datetime(day.year, day.month, day.day, hour) - dt.datetime(1970, 1, 1)).total_seconds())
+
+
+def test_implausible_rows_get_their_own_reasons(spark, tmp_path):
+    run_date = dt.date(2024, 1, 15)
+    conf = IngestConf(event_types=["rating"], max_days_before_run_date=10, max_days_after_run_date=1,
+                      min_value=1, max_value=5)
+    lines = {
+        f"u1\ti1\t{_epoch(dt.date(2024, 1, 5))}\t1\trating": None,                  # 10 days before: inside
+        f"u1\ti1\t{_epoch(dt.date(2024, 1, 4))}\t3\trating": ingest.TIMESTAMP_OUT_OF_WINDOW,
+        f"u1\ti1\t{_epoch(dt.date(2024, 1, 16), 23)}\t5\trating": None,             # 1 day after: inside
+        f"u1\ti1\t{_epoch(dt.date(2024, 1, 17), 0)}\t3\trating": ingest.TIMESTAMP_OUT_OF_WINDOW,
+        "u1\ti1\t0\t3\trating": ingest.TIMESTAMP_OUT_OF_WINDOW,                      # the epoch itself
+        f"u\x01\x02\ti1\t{_epoch(run_date)}\t3\trating": ingest.USER_ID_CONTROL_CHARS,
+        f"\x7f\ti1\t{_epoch(run_date)}\t3\trating": ingest.USER_ID_CONTROL_CHARS,    # DEL is a control char
+        f"u2\ti\x1b[0m\t{_epoch(run_date)}\t3\trating": ingest.ITEM_ID_CONTROL_CHARS,
+        f"u2\ti1\t{_epoch(run_date)}\t0\trating": ingest.VALUE_OUT_OF_RANGE,
+        f"u2\ti1\t{_epoch(run_date)}\t5.5\trating": ingest.VALUE_OUT_OF_RANGE,
+        f"u2\ti1\t{_epoch(run_date)}\t\trating": None,                                # no value: no range check
+        f"u3 \ti1\t{_epoch(run_date)}\t2\trating": None,                              # trailing blank trimmed
+    }
+    path = _write_lines(tmp_path / "log.tsv", ["u\ti\tts\tr\ttype"] + list(lines))
+    src = SourceConf(path=path, delimiter="\t", columns=EVENT_COLUMNS)
+    out = ingest.classify_events(ingest.read_raw(spark, src), src, conf, run_date=run_date).collect()
+    assert {r[S.RAW_RECORD]: r[S.REASON] for r in out} == lines
+    assert sorted(r[S.USER_ID] for r in out if r[S.REASON] is None) == ["u1", "u1", "u2", "u3"]
+
+    json_path = _write_lines(tmp_path / "log.jsonl", [json.dumps({"u": "\t \n", "i": "i1", "ts": 1705320000})],
+                             crlf=False)
+    src = SourceConf(path=json_path, format="json", constants={S.EVENT_TYPE: "rating"},
+                     columns={S.USER_ID: "u", S.ITEM_ID: "i", "timestamp": "ts"})
+    out = ingest.classify_events(ingest.read_raw(spark, src), src, conf, run_date=run_date).collect()
+    assert [r[S.REASON] for r in out] == [ingest.MISSING_USER_ID]  # whitespace only: empty after trimming
+
+
+def test_catalog_and_user_ids_with_control_characters(spark, tmp_path):
+    items = SourceConf(path=_write_lines(tmp_path / "items.csv", ["id,title", "7,Heat", "8\x00,Heat 2"]),
+                       columns={S.ITEM_ID: "id", S.TITLE: "title"})
+    out = ingest.classify_items(ingest.read_raw(spark, items), items).collect()
+    assert sorted((r[S.RAW_RECORD], r[S.REASON]) for r in out) == [
+        ("7,Heat", None), ("8\x00,Heat 2", ingest.ITEM_ID_CONTROL_CHARS)]
+    users = SourceConf(path=_write_lines(tmp_path / "users.csv", ["id,age", "a,30", "\x05,31"]),
+                       columns={S.USER_ID: "id"})
+    out = ingest.classify_users(ingest.read_raw(spark, users), users).collect()
+    assert sorted((r[S.RAW_RECORD], r[S.REASON]) for r in out) == [
+        ("\x05,31", ingest.USER_ID_CONTROL_CHARS), ("a,30", None)]
+
+
+def test_empty_input_fails_before_any_write_unless_allowed(spark, store, warehouse, tmp_path):
+    files = _small_adapter(tmp_path, [])  # header only
+    ctx = JobContext(spark, make_config(warehouse, **files), store)
+    with pytest.raises(IngestError, match=r"has no data rows \(empty or header only\); nothing was written.*"
+                                          r"ingest.allow_empty_input=true"):
+        ingest.run(ctx)
+    assert not any(store.exists(t.name) for t in (S.EVENTS, S.ITEMS, S.USERS, S.QUARANTINE))
+
+    ctx = JobContext(spark, make_config(warehouse, **{"ingest.allow_empty_input": "true", **files}), store)
+    assert ingest.run(ctx) == {S.EVENTS.name: 0, S.ITEMS.name: 2, S.USERS.name: 2, S.QUARANTINE.name: 0}
+    assert store.num_rows(S.EVENTS.name) == 0 and store.num_rows(S.ITEMS.name) == 2
+
+
+def _events(store):
+    return sorted((e[S.USER_ID], e[S.ITEM_ID], e[S.EVENT_TS], str(e[S.EVENT_DATE]))
+                  for e in store.read(S.EVENTS.name).collect())
+
+
+def test_drops_are_idempotent_and_late_events_are_added(spark, store, warehouse, tmp_path):
+    d1, d2, d3 = dt.date(2024, 1, 13), dt.date(2024, 1, 14), dt.date(2024, 1, 15)
+    drop1 = [f"u1\t1\t5\t{_epoch(d1)}", f"u2\t1\t4\t{_epoch(d1)}", f"u1\t2\t3\t{_epoch(d2)}"]
+    # the next night: a late event of d1, one event already delivered by drop 1, one new of d3
+    drop2 = [f"u2\t2\t4\t{_epoch(d1, 18)}", f"u1\t1\t5\t{_epoch(d1)}", f"u2\t1\t2\t{_epoch(d3)}"]
+    (tmp_path / "1").mkdir(), (tmp_path / "2").mkdir()
+    ctx1 = JobContext(spark, make_config(warehouse, **_small_adapter(tmp_path / "1", drop1)), store)
+    ctx2 = JobContext(spark, make_config(warehouse, **{"run.date": "2024-01-16",
+                                                       **_small_adapter(tmp_path / "2", drop2)}), store)
+    first = {("u1", "1", _ts(_epoch(d1)), str(d1)), ("u2", "1", _ts(_epoch(d1)), str(d1)),
+             ("u1", "2", _ts(_epoch(d2)), str(d2))}
+
+    assert ingest.run(ctx1)[S.EVENTS.name] == 3
+    assert _events(store) == sorted(first) and store.latest_version(S.EVENTS.name) == 0
+    files = store.active_files(S.EVENTS.name)
+    ingest.run(ctx1)  # the same drop again: a version that adds no file
+    assert _events(store) == sorted(first) and store.active_files(S.EVENTS.name) == files
+
+    assert ingest.run(ctx2)[S.EVENTS.name] == 3
+    late = {("u2", "2", _ts(_epoch(d1, 18)), str(d1)), ("u2", "1", _ts(_epoch(d3)), str(d3))}
+    assert _events(store) == sorted(first | late)  # d1 keeps drop 1's events and gains the late one
+    assert store.num_rows(S.EVENTS.name) == 5
+    files = store.active_files(S.EVENTS.name)
+    ingest.run(ctx2)
+    ingest.run(ctx1)
+    assert _events(store) == sorted(first | late) and store.active_files(S.EVENTS.name) == files

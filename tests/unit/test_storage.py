@@ -1,11 +1,14 @@
-"""The Delta storage layer (delta-rs backend): versions, time travel, partitions, failed writes."""
+"""The Delta storage layer (delta-rs backend): versions, time travel, partitions, failed writes,
+exact commits (dead writes' leftovers, row counts), named conflicts between writers, pins."""
 import datetime as dt
+import os
+from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from libs.storage import DeltaStore, StorageError
+from libs.storage import NO_TABLE, ConcurrentWriteError, DeltaStore, StorageError
 
 pytestmark = pytest.mark.spark
 
@@ -85,3 +88,110 @@ def test_timestamps_and_arrays_round_trip(spark, store):
     row = store.read("types").collect()[0]
     assert row.xs == [1, 2, 3] and row.m == {"a": "b"}
     assert row.ts == dt.datetime(2024, 1, 1, 10, 0)
+
+
+# --- exact commits, concurrency, pins ------------------------------------------------------------
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.parquet"))
+
+
+def test_dead_writes_leftovers_are_never_committed_and_are_cleaned(spark, store, tmp_path):
+    import shutil
+    import socket
+
+    store.write(spark.createDataFrame([(1,), (2,)], "id int"), "t")
+    root = Path(store.path("t")[len("file://"):])
+    part = next(root.glob("*.parquet"))
+    # what dead writes leave: Spark task output under _temporary (the old failure), a staging
+    # folder of a killed process, and a file moved out of staging whose commit never happened
+    leftovers = [root / "_temporary/0/task_0/part-00000-dead.snappy.parquet",
+                 root / f"_staging/1700000000000-abc-{_dead_pid()}-{socket.gethostname()}/part-00000-x.parquet",
+                 root / "part-00000-orphan.snappy.parquet"]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(part, path)
+    live = root / f"_staging/1700000000000-def-{os.getpid()}-{socket.gethostname()}"  # a running writer
+    live.mkdir()
+
+    store.write(spark.createDataFrame([(3,)], "id int"), "t", mode="append", expected_rows=1)
+    assert _rows(store.read("t"), "id") == [(1,), (2,), (3,)]
+    assert store.num_rows("t") == 3
+    assert not (root / "_temporary").exists() and not leftovers[1].parent.exists()
+    assert live.exists()
+    assert leftovers[2].exists()  # not in the log, so invisible; vacuum removes it
+    store.vacuum("t", retention_hours=0)
+    assert not leftovers[2].exists()
+    assert _rows(store.read("t"), "id") == [(1,), (2,), (3,)]
+
+
+def test_row_count_check_commits_nothing_on_mismatch(spark, store):
+    store.write(spark.createDataFrame([(1,)], "id int"), "t")
+    with pytest.raises(StorageError, match="produced 2 rows, expected 3; nothing was committed"):
+        store.write(spark.createDataFrame([(2,), (3,)], "id int"), "t", mode="append", expected_rows=3)
+    assert store.version("t") == 0 and _rows(store.read("t"), "id") == [(1,)]
+    root = store.path("t")[len("file://"):]
+    assert sorted(f for f in os.listdir(root) if f.endswith(".parquet")) == \
+        sorted(os.path.basename(f) for f in store.active_files("t"))
+    assert os.listdir(os.path.join(root, "_staging")) == []
+
+
+def test_a_write_computed_from_an_old_version_fails_with_a_named_conflict(spark, store):
+    schema = "id int, d date"
+    store.write(spark.createDataFrame([(1, D1)], schema), "p", partition_by=["d"])
+    store.write(spark.createDataFrame([(2, D1)], schema), "p", mode="append", partition_by=["d"])
+    with pytest.raises(ConcurrentWriteError, match="another writer committed after version 0"):
+        store.write(spark.createDataFrame([(3, D2)], schema), "p", mode="append", partition_by=["d"],
+                    base_version=0)
+    with pytest.raises(ConcurrentWriteError, match=r"after version \(none\)"):
+        store.write(spark.createDataFrame([(3, D2)], schema), "p", partition_by=["d"], base_version=NO_TABLE)
+    assert store.latest_version("p") == 1 and _rows(store.read("p"), "id") == [(1,), (2,)]
+    root = store.path("p")[len("file://"):]
+    on_disk = sorted(os.path.join(root, f) for f in _files_under(Path(root)))
+    assert on_disk == sorted(f[len("file://"):] for f in store.active_files("p"))  # refused files removed
+
+
+def test_two_concurrent_writers_one_commits_the_other_fails(spark, store):
+    import threading
+
+    store.write(spark.createDataFrame([(0,)], "id int"), "c")
+    errors, versions = [], []
+
+    def writer(first):
+        try:
+            df = spark.range(first, first + 1000, numPartitions=2).selectExpr("cast(id as int) id")
+            versions.append(store.write(df, "c", mode="append", base_version=0, expected_rows=1000))
+        except ConcurrentWriteError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(first,)) for first in (1000, 5000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert versions == [1] and len(errors) == 1
+    ids = [r.id for r in store.read("c", version=1).collect()]
+    assert len(ids) == 1001 and len(set(ids)) == 1001  # one writer's rows, never both
+    assert store.latest_version("c") == 1
+
+
+def test_pins_decide_what_reads_see_and_writes_move_them(spark, store):
+    store.write(spark.createDataFrame([(1,)], "id int"), "t")
+    store.write(spark.createDataFrame([(2,)], "id int"), "t")
+    other = DeltaStore(spark, store.root, backend="delta-rs")
+    other.pins = {"t": 0}
+    assert other.version("t") == 0 and other.latest_version("t") == 1
+    assert _rows(other.read("t"), "id") == [(1,)] and other.num_rows("t") == 1
+    assert other.reads == {"t": 0}
+    assert other.write(spark.createDataFrame([(3,)], "id int"), "t") == 2
+    assert other.pins == {"t": 2} and other.writes == {"t": 2}
+    assert _rows(other.read("t"), "id") == [(3,)]
+    assert _rows(other.read("t", version=1), "id") == [(2,)]

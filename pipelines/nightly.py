@@ -112,8 +112,8 @@ def summary(ctx: JobContext, done: Dict[str, Dict[str, int]], seconds: float, lo
              f"  tables in {_readable(store.root)} (Delta version):"]
     lines += ["    " + line for line in textwrap.wrap(", ".join(tables), 96)]
     lines += ["read the recommendations of this night (README, 'Reading the recommendations'):",
-              "  Python, no Spark (pip install deltalake polars):",
-              f"    polars.read_delta('{recs}').filter(polars.col('run_date') == polars.lit('{cfg.run.date}').str.to_date())",
+              "  Python, no Spark (pip install polars deltalake; deltalake and duckdb in the README):",
+              f"    polars.scan_delta('{recs}').filter(polars.col('run_date') == polars.col('run_date').max()).collect()",
               "  Spark with the Delta Lake jars (--packages io.delta:delta-spark_2.12:3.3.2):",
               f"    spark.read.format('delta').load('{recs}').where(\"{where}\")",
               "  Spark without them: the Parquet files of the latest Delta version, listed by deltalake:",

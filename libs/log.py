@@ -81,14 +81,15 @@ def setup_logging(run_id: str = "-", run_date: str = "-", level: int = logging.I
     _context.run_id, _context.run_date = run_id, run_date
     root = logging.getLogger()
     ours = [h for h in root.handlers if getattr(h, "_nightrec", False)]
+    if log_file:
+        log_file = os.path.abspath(log_file)
     if ours and (log_file is None or log_file == _context.log_file):
         return
     for handler in ours:
         root.removeHandler(handler)
         handler.close()
-    handlers = []
     if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        os.makedirs(os.path.dirname(log_file), exist_ok=True)
         to_file = logging.FileHandler(log_file, mode="a", encoding="utf-8")
         to_file.setFormatter(logging.Formatter(_FORMAT))
         console = _Stderr()
@@ -108,7 +109,7 @@ def setup_logging(run_id: str = "-", run_date: str = "-", level: int = logging.I
         handler.addFilter(lambda record: not _is_py4j_retry(record))
         handler._nightrec = True
         root.addHandler(handler)
-    _context.log_file = os.path.abspath(log_file) if log_file else None
+    _context.log_file = log_file
     root.setLevel(level)
     for noisy in ("py4j", "urllib3", "tensorflow", "absl", "petastorm", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -14,7 +14,17 @@ STAMP = $(VENV)/.installed-$(REQS_HASH)
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: setup check-java nightly test test-quick bench-prep bench-train bench-recommend bench-quality dist clean
+# Optional environments, apart from .venv (they never share its pins):
+#   make airflow-env   .venv-airflow: Apache Airflow, to load and run workflows/ (tests/workflows)
+#   make readers-env   .venv-readers: deltalake, polars, duckdb, as downstream readers (tests/readers)
+AIRFLOW_VENV ?= .venv-airflow
+READERS_VENV ?= .venv-readers
+AIRFLOW_STAMP = $(AIRFLOW_VENV)/.installed-$(shell cat requirements-airflow.txt constraints-airflow.txt | sha256sum | cut -c1-16)
+READERS_STAMP = $(READERS_VENV)/.installed-$(shell cat requirements-readers.txt | sha256sum | cut -c1-16)
+DATE ?= 2024-01-15
+
+.PHONY: setup check-java nightly test test-quick bench-prep bench-train bench-recommend bench-quality dist clean \
+	airflow-env airflow-test airflow-dags-test readers-env readers-test
 
 setup: check-java $(STAMP)
 
@@ -67,6 +77,38 @@ bench-quality: setup
 
 dist: setup
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+
+airflow-env: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): requirements-airflow.txt constraints-airflow.txt
+	rm -rf $(AIRFLOW_VENV)
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade "pip==24.3.1"
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r requirements-airflow.txt -c constraints-airflow.txt
+	touch $@
+
+# The DAG loaded by Airflow's DagBag (also part of `make test` once .venv-airflow exists).
+airflow-test: setup airflow-env
+	$(PY) -m pytest -m airflow tests/workflows $(PYTEST_ARGS)
+
+# The whole DAG for one logical date on the embedded default (runs the pipeline: minutes).
+airflow-dags-test: setup airflow-env
+	export AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	  AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/workflows NIGHTREC_HOME=$(CURDIR); \
+	$(AIRFLOW_VENV)/bin/airflow db migrate >/dev/null && \
+	$(AIRFLOW_VENV)/bin/airflow dags test nightrec_nightly $(DATE)
+
+readers-env: $(READERS_STAMP)
+
+$(READERS_STAMP): requirements-readers.txt
+	rm -rf $(READERS_VENV)
+	$(PYTHON) -m venv $(READERS_VENV)
+	$(READERS_VENV)/bin/python -m pip install --quiet --upgrade "pip==24.3.1"
+	$(READERS_VENV)/bin/python -m pip install --quiet -r requirements-readers.txt
+	touch $@
+
+readers-test: setup readers-env
+	$(PY) -m pytest -m readers tests/readers $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

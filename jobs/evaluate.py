@@ -7,8 +7,9 @@ each retriever alone (its own top-K from the ``candidates`` stage table), a popu
 K most popular training items the user has not seen) and Spark MLlib ALS (implicit feedback, rank
 64) trained on the same interactions the recommendations exclude. The NCF and sequence-protocol
 figures that training stored per model, and the blend's validation fit, are copied alongside, so
-the ``metrics`` table holds every figure of the night. A Markdown report is written next to the
-tables.
+the ``metrics`` table holds every figure of the night, with the full-ranking figures by user
+segment (:mod:`libs.evaluation_segments`). An HTML report (:mod:`libs.evaluation_report`) is
+written next to the tables.
 
 In ``recommend.mode = production`` nothing is held out and this job only records that.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
@@ -25,7 +25,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from libs import schema as S
-from libs.conf import join_path
+from libs.evaluation_report import publish_report
+from libs.evaluation_segments import segment_rows
 from libs.log import step
 from libs.runtime import JobContext, job_main
 
@@ -191,20 +192,6 @@ def _figure_rows(model, run_id, metrics: Optional[dict], run_date: dt.date) -> L
     return rows
 
 
-def render_report(rows: List[tuple], run_date: dt.date, k: int) -> str:
-    frame = pd.DataFrame(rows, columns=[S.MODEL, S.MODEL_RUN, S.PROTOCOL, S.METRIC, S.METRIC_VALUE, S.RUN_DATE])
-    lines = [f"# Evaluation {run_date}", ""]
-    for protocol, group in frame.groupby(S.PROTOCOL, sort=True):
-        table = group.pivot_table(index=S.MODEL, columns=S.METRIC, values=S.METRIC_VALUE, aggfunc="first")
-        lines += [f"## {protocol}", "", "| model | " + " | ".join(table.columns) + " |",
-                  "|---" * (len(table.columns) + 1) + "|"]
-        for model, values in table.iterrows():
-            lines.append(f"| {model} | " + " | ".join("" if pd.isna(v) else f"{v:.4f}" for v in values) + " |")
-        lines.append("")
-    lines.append(f"full_ranking: top-{k} recommendations vs each user's held-out latest interaction.")
-    return "\n".join(lines) + "\n"
-
-
 def run(ctx: JobContext) -> Dict[str, int]:
     cfg, store, spark = ctx.cfg, ctx.store, ctx.spark
     k = cfg.recommend.k
@@ -229,39 +216,27 @@ def run(ctx: JobContext) -> Dict[str, int]:
             rows += metric_rows(stage, model_run, PROTOCOL_FULL, full_ranking_metrics(
                 stages.where(F.col(S.STAGE) == stage).drop(S.STAGE), truth, k, n_items), cfg.run_date)
         seen = seen.cache()
-        rows += metric_rows(POPULARITY, None, PROTOCOL_FULL,
-                            full_ranking_metrics(popularity_top_k(seen, cf, k), truth, k, n_items), cfg.run_date)
+        popular = popularity_top_k(seen, cf, k).cache()
+        rows += metric_rows(POPULARITY, None, PROTOCOL_FULL, full_ranking_metrics(popular, truth, k, n_items),
+                            cfg.run_date)
         rows += metric_rows(ALS_BASELINE, None, PROTOCOL_FULL, full_ranking_metrics(
             als_top_k(seen, cf, k, cfg.features.seed), truth, k, n_items), cfg.run_date)
-        seen.unpersist()
         rows += blend_metric_rows(cfg.storage.warehouse, cfg.run.run_id, cfg.run_date)
         rows += training_metric_rows(ctx, cfg.train.models, cfg.run_date)
+        # metrics by user segment, as extra rows (libs.evaluation_segments)
+        rows += segment_rows(store, [(FINAL, model_run, recs), (POPULARITY, None, popular)], truth, k, cfg.run_date)
+        seen.unpersist(), popular.unpersist()
         metrics = spark.createDataFrame(rows, S.METRICS.schema)
         store.write(metrics, S.METRICS.name, partition_by=list(S.METRICS.partition_by),
                     replace_where={S.RUN_DATE: [cfg.run.date]})
         result.add(S.METRICS.name, len(rows))
-        report = render_report(rows, cfg.run_date, k)
-        path = write_report(cfg.storage.warehouse, cfg.run.date, report)
+        # the HTML report, from the metrics table just written (libs.evaluation_report)
+        path = publish_report(store, cfg.storage.warehouse, cfg.run_date, recs, k)
         for row in rows:
             if row[2] == PROTOCOL_FULL and row[3] in (f"recall@{k}", f"ndcg@{k}"):
                 log.info("%s %s %s = %.4f", row[0], row[2], row[3], row[4])
         log.info("evaluation report: %s", path)
     return dict(result.rows)
-
-
-def write_report(warehouse: str, run_date: str, text: str) -> str:
-    """Write the Markdown report under ``<warehouse>/reports/`` (local warehouses only)."""
-    from libs.storage import local_path, to_uri
-
-    folder = local_path(join_path(to_uri(warehouse), "reports"))
-    if folder is None:
-        log.info("warehouse is not local; report kept in the log only:\n%s", text)
-        return "(log)"
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"evaluation-{run_date}.md")
-    with open(path, "w") as fh:
-        fh.write(text)
-    return path
 
 
 def main(argv: Optional[list] = None) -> Dict[str, int]:

@@ -7,7 +7,7 @@ equal scores never reorder. Ranking the candidates is :mod:`libs.ranking`.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 

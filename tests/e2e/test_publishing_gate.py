@@ -15,7 +15,8 @@ RUN_DATE = "2024-01-15"
 
 def _night(warehouse, *sets):
     args = ["--env", "local", "--run-date", RUN_DATE, "--set", f"storage.warehouse={warehouse}",
-            "--set", "train.models=[deep_cf]", "--set", "train.deep_cf.epochs=1"]
+            "--set", "train.models=[sasrec]", "--set", "train.sasrec.epochs=6",
+            "--set", "recommend.retrievers={sasrec: 100}"]
     for text in sets:
         args += ["--set", text]
     return nightly.main(args)
@@ -34,10 +35,10 @@ def test_a_worse_night_is_not_published_and_the_last_published_stays_readable(sp
     first, recs = _published_recs(store)
     assert first[S.STATUS] == S.RUN_PUBLISHED and len(recs) == 9430
     assert [s[S.STEP] for s in first[S.STEPS]] == nightly.STEPS
-    assert first[S.GATE_METRIC] == "ndcg@10" and first[S.MODEL_RUNS] == {"deep_cf": first[S.RUN_ID]}
+    assert first[S.GATE_METRIC] == "ndcg@10" and first[S.MODEL_RUNS] == {"sasrec": first[S.RUN_ID]}
 
     # an untrained model (learning rate 0) recommends worse than popularity: the gate refuses it
-    assert _night(warehouse, "train.deep_cf.learning_rate=0.0") == nightly.EXIT_GATE_FAILED
+    assert _night(warehouse, "train.sasrec.learning_rate=0.0") == nightly.EXIT_GATE_FAILED
     worse = max(runs.rows(store), key=lambda r: r[S.STARTED_AT])
     assert worse[S.STATUS] == S.RUN_GATE_FAILED and "does not beat popularity" in worse[S.MESSAGE]
     assert worse[S.GATE_VALUE] < first[S.GATE_VALUE]

@@ -49,8 +49,9 @@ def test_tables_meet_their_contracts(prepared):
     assert tuple(vocab) == (1, 1_682)  # contiguous, 0 reserved
     for spec in (S.CF_EXAMPLES, S.SEQ_EXAMPLES, S.CONTENT_EXAMPLES):
         assert len(store.active_files(spec.name)) >= min_files_for_training(ctx.cfg.train.num_proc)
-    # 943 users hold out 1 of 100,000: every other interaction is a positive with 4 negatives
-    assert rows[S.CF_EXAMPLES.name] == (100_000 - 943) * 5
+    # 943 users hold out their latest (test) item; the second-latest is a validation positive with
+    # no negatives, every other interaction a training positive with 4 negatives
+    assert rows[S.CF_EXAMPLES.name] == (100_000 - 2 * 943) * 5 + 943
     assert rows[S.SEQ_EXAMPLES.name] == rows[S.CONTENT_EXAMPLES.name] == 2 * (100_000 - 943)
     assert store.read(S.SESSIONS.name).agg(F.sum(S.SESSION_LENGTH)).first()[0] == 100_000
 

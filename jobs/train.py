@@ -10,7 +10,8 @@ evaluate: the saved model, reloaded, on EVAL_CANDIDATES (NCF protocol HR@10 / ND
 
 Retrievers (the registry says which) also get each user's validation query (history before the
 second-latest interaction, items trained on excluded): rank 0 keeps the epoch with the best
-full-ranking NDCG@10 on it. Evaluation scores the candidates on the driver (ml-1m: 604k rows), see
+full-ranking NDCG@10 on it. With ``train.warm_start`` each model starts from its latest published
+run (another run id than this one) and trains at most ``train.warm_start_epochs`` epochs. Evaluation scores the candidates on the driver (ml-1m: 604k rows), see
 :mod:`libs.metrics`.
 """
 from __future__ import annotations
@@ -169,17 +170,22 @@ def train_one(ctx: JobContext, name: str, versions: Dict[str, int], specs: Featu
         raise RuntimeError(f"training table {table} does not exist; run the features job first")
     train_rows = store.read(table, version).filter(F.col(S.SPLIT) == S.SPLIT_TRAIN).count()
     read_versions = {**versions, table: version}
+    models = ModelStore(store.root)
+    previous = models.latest_run(name) if cfg.train.warm_start else None
+    previous = previous if previous != cfg.run.run_id else None  # a redo of this run starts afresh
     task = TrainTask(
         model=name, run_id=cfg.run.run_id, run_date=cfg.run.date, specs=specs, conf=getattr(cfg.train, name),
         files=store.active_files(table, version), train_rows=train_rows, warehouse=store.root,
         shuffle_seed=cfg.train.shuffle_seed, shuffle_buffer=cfg.train.shuffle_buffer,
         record={"training_table": table, "table_versions": read_versions,
                 "table_rows": {table: store.num_rows(table, version)}},
-        validation=validation_queries(ctx, name, versions, specs.history_length))
+        validation=validation_queries(ctx, name, versions, specs.history_length),
+        warm_start=cfg.train.warm_start, warm_start_run=previous,
+        warm_start_path=models.model_path(name, previous) if previous else None,
+        warm_start_epochs=cfg.train.warm_start_epochs)
     with step(log, f"train {name}") as result:
         summary = run_training(task, cfg.train.num_proc, cfg.train.start_timeout_s)
         result.add(f"{table} train rows", train_rows)
-    models = ModelStore(store.root)
     with step(log, f"evaluate {name}") as result:
         metrics = evaluate_model(name, models.load(name, cfg.run.run_id), eval_data)
         result.add("candidates", len(eval_data.candidates[S.LABEL]))

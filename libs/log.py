@@ -25,7 +25,7 @@ _FORMAT = "%(asctime)s %(levelname)s [run=%(run_id)s date=%(run_date)s] %(name)s
 _OUR_LOGGERS = ("libs", "jobs", "pipelines", "workflows")
 # Rank 0 logs its training progress on these two loggers; RankOutput draws them on the console.
 PROGRESS_LOGGER = "nightrec.progress"   # a bar every tenth of an epoch
-EPOCH_LOGGER = "nightrec.epoch"         # one line when an epoch ends
+EPOCH_LOGGER = "nightrec.epoch"         # lines the console keeps: closing epoch lines, a model's summary
 
 
 class _RunContext(logging.Filter):

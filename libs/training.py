@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from libs import schema as S
 
@@ -35,6 +35,10 @@ class TrainTask:
     reader_workers: int = 2
     record: Dict = field(default_factory=dict)   # extra record fields: table versions, row counts
     validation: Optional["ValidationQueries"] = None  # retrievers: pick the epoch on these (rank 0)
+    warm_start: bool = False                # start from the previous run's weights where they fit
+    warm_start_run: Optional[str] = None    # that run's id (None: there is none)
+    warm_start_path: Optional[str] = None   # its saved model file (every rank reads it)
+    warm_start_epochs: int = 2              # the epoch budget when the warm start applies
 
     def steps_per_epoch(self, size: int) -> int:
         """Every rank runs this many steps so allreduce calls pair up; at least one."""
@@ -76,9 +80,12 @@ class ValidationQueries:
         return float(np.where(found, 1.0 / np.log2(rank + 2.0), 0.0).mean()), float(found.mean())
 
 
-def _best_epoch_keeper(hvd, task: "TrainTask", patience: int):
+def _best_epoch_keeper(hvd, task: "TrainTask", patience: int, score_initial: bool):
     """Keeps the weights of the epoch with the best validation NDCG@10 (computed on rank 0) and
-    stops every rank together once ``patience`` epochs (0: never) brought no improvement."""
+    stops every rank together once ``patience`` epochs (0: never) brought no improvement.
+
+    With ``score_initial`` (a warm start) the inherited weights are scored first as epoch 0, so a
+    warm-started run keeps them when no epoch beats them."""
     import numpy as np
     import tensorflow as tf
 
@@ -88,15 +95,22 @@ def _best_epoch_keeper(hvd, task: "TrainTask", patience: int):
             self.history: List[dict] = []
             self.best_epoch, self.best_ndcg, self.best_weights = 0, -1.0, None
 
+        def _score(self, epoch: int) -> None:
+            ndcg, recall = task.validation.ndcg_recall(task.model, self.model)
+            self.history.append({"epoch": epoch, "ndcg@10": ndcg, "recall@10": recall})
+            if ndcg > self.best_ndcg:
+                self.best_epoch, self.best_ndcg, self.best_weights = epoch, ndcg, self.model.get_weights()
+            log.info("epoch %d: validation NDCG@10 %.4f, recall@10 %.4f (best: epoch %d)", epoch, ndcg,
+                     recall, self.best_epoch)
+
+        def on_train_begin(self, logs=None):
+            if score_initial and hvd.rank() == 0:
+                self._score(0)
+
         def on_epoch_end(self, epoch, logs=None):
             stop = 0
             if hvd.rank() == 0:
-                ndcg, recall = task.validation.ndcg_recall(task.model, self.model)
-                self.history.append({"epoch": epoch + 1, "ndcg@10": ndcg, "recall@10": recall})
-                if ndcg > self.best_ndcg:
-                    self.best_epoch, self.best_ndcg, self.best_weights = epoch + 1, ndcg, self.model.get_weights()
-                log.info("epoch %d: validation NDCG@10 %.4f, recall@10 %.4f (best: epoch %d)", epoch + 1, ndcg,
-                         recall, self.best_epoch)
+                self._score(epoch + 1)
                 stop = int(patience > 0 and epoch + 1 - self.best_epoch >= patience)
             if int(hvd.broadcast(np.int32(stop), root_rank=0, name=f"stop_{epoch}")):
                 self.model.stop_training = True
@@ -132,19 +146,26 @@ def training_dataset(reader, columns: List[str], batch_size: int, shuffle_buffer
             .prefetch(tf.data.AUTOTUNE))
 
 
+CONSOLE_EPOCH_LINES = 10  # a model's closing epoch lines kept on a console, at most about this many
+
+
 def _epoch_logger(model: str, epochs: int, steps: int, examples_per_step: int):
     """Rank-0 callback: a progress bar every tenth of an epoch, then one line per epoch with the
     (rank-averaged) loss and examples/second.
 
     They go to the loggers :data:`libs.log.PROGRESS_LOGGER` and :data:`libs.log.EPOCH_LOGGER` as
-    whole lines (Horovod forwards rank output line by line); the pipeline's console draws them as
-    one line per epoch (:class:`libs.log.RankOutput`), Spark's and the run's logs keep every line.
+    whole lines (Horovod forwards rank output line by line); the pipeline's console draws progress
+    lines in place and keeps the closing lines (:class:`libs.log.RankOutput`), the run's log keeps
+    every line. Of a long run (a retriever's 40 epochs) the console keeps the first epoch's line,
+    every ``epochs / CONSOLE_EPOCH_LINES``-th and the last planned one; :func:`train_fn` closes
+    with a line for the epochs run and the one kept.
     """
     import tensorflow as tf
 
     from libs.log import EPOCH_LOGGER, PROGRESS_LOGGER
 
     tick = max(1, steps // 10)
+    stride = -(-epochs // CONSOLE_EPOCH_LINES)
     progress, closing = logging.getLogger(PROGRESS_LOGGER), logging.getLogger(EPOCH_LOGGER)
 
     class EpochLogger(tf.keras.callbacks.Callback):
@@ -170,10 +191,56 @@ def _epoch_logger(model: str, epochs: int, steps: int, examples_per_step: int):
             seconds = time.perf_counter() - self._start
             self.losses.append(float(logs["loss"]))
             self.examples_per_sec.append(steps * examples_per_step / seconds)
-            closing.info("    %-8s epoch %d/%d [%s] 100%%  loss %.4f, %s examples/s, %.1fs", model, epoch + 1,
-                         epochs, "#" * 20, self.losses[-1], f"{self.examples_per_sec[-1]:,.0f}", seconds)
+            kept = epoch == 0 or (epoch + 1) % stride == 0 or epoch + 1 == epochs
+            (closing if kept else progress).info(
+                "    %-8s epoch %d/%d [%s] 100%%  loss %.4f, %s examples/s, %.1fs", model, epoch + 1, epochs,
+                "#" * 20, self.losses[-1], f"{self.examples_per_sec[-1]:,.0f}", seconds)
 
     return EpochLogger()
+
+
+def inherited_weights(previous: Sequence["np.ndarray"], fresh: Sequence["np.ndarray"],  # noqa: F821
+                      names: Sequence[str]) -> Tuple[Optional[List["np.ndarray"]], Dict[str, List[int]]]:  # noqa: F821
+    """A warm start's initial weights: ``previous`` (the last run's, in the same order as ``fresh``)
+    wherever they fit, with new vocabulary rows left at their fresh initialization.
+
+    Vocabulary ids are stable across runs, so row i of an embedding table (a weight whose name ends
+    in ``embeddings``) is the same user, item or token in both runs and a table that grew keeps its
+    old rows. Any other difference (a weight added, removed or of another shape) means the
+    architecture or a hyper-parameter changed: returns ``(None, {})`` and the model trains from
+    scratch. Returns ``(weights, {name: [old_rows, new_rows]} of the tables that grew)``.
+    """
+    import numpy as np
+
+    if len(previous) != len(fresh):
+        return None, {}
+    weights, grown = [], {}
+    for old, new, name in zip(previous, fresh, names):
+        if old.shape == new.shape:
+            weights.append(old)
+        elif (name.split(":")[0].endswith("embeddings") and old.ndim == new.ndim == 2
+              and old.shape[1] == new.shape[1] and old.shape[0] < new.shape[0]):
+            weights.append(np.concatenate([old, new[old.shape[0]:]]).astype(new.dtype))
+            grown[name] = [int(old.shape[0]), int(new.shape[0])]
+        else:
+            return None, {}
+    return weights, grown
+
+
+def _warm_start(task: "TrainTask", model) -> dict:
+    """Load the previous run's weights into ``model`` where they fit; returns the record's
+    ``warm_start`` entry (``applied`` False with the reason when it trains from scratch)."""
+    from libs.model_store import load_model_at
+
+    if not task.warm_start_path:
+        return {"applied": False, "reason": "no previous published run"}
+    weights, grown = inherited_weights(load_model_at(task.warm_start_path).get_weights(), model.get_weights(),
+                                       [w.name for w in model.weights])
+    if weights is None:
+        return {"applied": False, "from_run": task.warm_start_run,
+                "reason": "the previous run's weights have other shapes (architecture or hyper-parameters changed)"}
+    model.set_weights(weights)
+    return {"applied": True, "from_run": task.warm_start_run, "grown_vocabularies": grown}
 
 
 def _configure_devices(hvd) -> str:
@@ -221,12 +288,17 @@ def train_fn(task: TrainTask) -> Optional[dict]:
 
     spec = model_def(task.model)
     model = build_model(task.model, task.specs, conf)
+    warm = _warm_start(task, model) if task.warm_start else None
+    epochs = min(conf.epochs, task.warm_start_epochs) if warm and warm["applied"] else conf.epochs
+    if rank == 0 and warm:
+        log.info("%s warm start: %s; %d epoch(s) at most", task.model, warm, epochs)
     model.compile(optimizer=hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate)), loss=spec.loss)
     store = ModelStore(task.warehouse)
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()]
-    best = _best_epoch_keeper(hvd, task, conf.patience) if task.validation is not None else None
+    best = (_best_epoch_keeper(hvd, task, conf.patience, score_initial=bool(warm and warm["applied"]))
+            if task.validation is not None else None)
     callbacks += [best] if best else []
-    progress = _epoch_logger(task.model, conf.epochs, steps, conf.batch_size * size)
+    progress = _epoch_logger(task.model, epochs, steps, conf.batch_size * size)
     if rank == 0:
         checkpoints = store.checkpoint_dir(task.model, task.run_id)
         callbacks += [progress, tf.keras.callbacks.ModelCheckpoint(checkpoints + "/epoch-{epoch:02d}",
@@ -238,10 +310,16 @@ def train_fn(task: TrainTask) -> Optional[dict]:
                            workers=task.reader_workers) as reader:
         dataset = training_dataset(reader, columns, conf.batch_size, task.shuffle_buffer,
                                    seed=task.shuffle_seed + rank, label=spec.label)
-        model.fit(dataset, steps_per_epoch=steps, epochs=conf.epochs, callbacks=callbacks, verbose=0)
+        model.fit(dataset, steps_per_epoch=steps, epochs=epochs, callbacks=callbacks, verbose=0)
     seconds = time.perf_counter() - start
     if rank != 0:
         return None
+    from libs.log import EPOCH_LOGGER
+
+    kept = (f", kept epoch {best.best_epoch} (validation NDCG@10 {best.best_ndcg:.4f})"
+            if best is not None and best.history else "")
+    logging.getLogger(EPOCH_LOGGER).info("    %-8s %d epoch(s) in %.0fs%s", task.model, len(progress.losses),
+                                         seconds, kept)
 
     summary = {
         "num_proc": size, "device": device, "steps_per_epoch": steps, "batch_size_per_rank": conf.batch_size,
@@ -250,10 +328,11 @@ def train_fn(task: TrainTask) -> Optional[dict]:
         # epoch_loss is the sum Keras minimizes: the label loss plus the layers' add_loss terms
         "loss_terms": [getattr(spec.loss, "__name__", spec.loss)] + sorted(
             layer.name for layer in model.layers if layer.losses),
-        "training_seconds": seconds,
+        "training_seconds": seconds, "epochs_budget": epochs,
+        "warm_start": warm or {"applied": False, "reason": "train.warm_start is off"},
     }
     if best is not None:
-        summary.update({"epochs_run": len(best.history), "best_epoch": best.best_epoch,
+        summary.update({"epochs_run": len(progress.losses), "best_epoch": best.best_epoch,
                         "validation_by_epoch": best.history,
                         "tuned_on_validation": "epoch with the best full-ranking NDCG@10 of each user's "
                                                "validation item (second-latest interaction), never the test item"})

@@ -14,6 +14,9 @@ N_USERS, N_ITEMS, HIST, TOKENS, GENRES, SEQ_L = 12, 30, 5, 3, 4, 4
 EPOCHS, BATCH = 2, 16
 MODELS = ["sasrec", "deep_cf", "dien", "content"]
 WINDOWS = 20  # next_item_examples rows per user
+SMALL_MODELS = {f"train.{m}.{key}": value for m in MODELS
+                for key, value in (("embedding_dim", 8), ("hidden_units", "[8]"), ("batch_size", BATCH),
+                                   ("epochs", EPOCHS), ("learning_rate", 0.01))}
 
 
 def _history(rng, n):
@@ -80,10 +83,7 @@ def trained(spark, tmp_path_factory):
     for spec, rows in synthetic_tables().items():
         df = spark.createDataFrame(rows, spec.schema).repartition(min_files_for_training(2))
         store.write(df, spec.name)
-    small = {f"train.{m}.{key}": value for m in MODELS
-             for key, value in (("embedding_dim", 8), ("hidden_units", "[8]"), ("batch_size", BATCH),
-                                ("epochs", EPOCHS), ("learning_rate", 0.01))}
-    cfg = make_config(warehouse, **small, **{"train.num_proc": 2, "train.shuffle_buffer": 64})
+    cfg = make_config(warehouse, **SMALL_MODELS, **{"train.num_proc": 2, "train.shuffle_buffer": 64})
     ctx = JobContext(spark, cfg, store)
     results = train.run(ctx, models=MODELS)
     return ctx, results
@@ -150,3 +150,36 @@ class TestTrainedWithTwoRanks:
         with open(os.path.join(models.run_dir(name, "test-run"), "record.json")) as fh:
             assert json.load(fh)["model"] == name
         tf.keras.backend.clear_session()
+
+
+def test_warm_start_inherits_the_published_run_and_trains_fewer_epochs(trained, tmp_path):
+    """The next night (another run id) starts from the published weights: the record says so, the
+    epoch budget is train.warm_start_epochs, and a retriever scores the inherited weights first."""
+    import shutil
+
+    from jobs import train
+    from libs.model_store import ModelStore
+    from libs.runtime import JobContext
+    from libs.storage import DeltaStore
+    from tests.conftest import make_config
+
+    ctx, _ = trained
+    warehouse = str(tmp_path / "warehouse")  # a copy, so the module's published runs stay as they are
+    shutil.copytree(ctx.cfg.storage.warehouse, warehouse)
+    cfg = make_config(warehouse, **SMALL_MODELS, **{"train.num_proc": 2, "train.shuffle_buffer": 64,
+                                                    "run.run_id": "next-night", "train.warm_start": "true",
+                                                    "train.warm_start_epochs": 1})
+    train.run(JobContext(ctx.spark, cfg, DeltaStore(ctx.spark, warehouse, backend="delta-rs", run_id="next-night")),
+              models=["sasrec", "dien"])
+
+    models = ModelStore(warehouse)
+    for name in ("sasrec", "dien"):
+        record = models.record(name)
+        assert record["run_id"] == "next-night"
+        assert record["warm_start"] == {"applied": True, "from_run": "test-run", "grown_vocabularies": {}}
+        assert record["epochs_budget"] == 1 and len(record["epoch_loss"]) == 1
+    validation = models.record("sasrec")["validation_by_epoch"]
+    assert [e["epoch"] for e in validation] == [0, 1]  # 0: the inherited weights
+    inherited = models.record("sasrec", "test-run")["validation_by_epoch"]
+    kept = models.record("sasrec", "test-run")["best_epoch"]
+    assert validation[0]["ndcg@10"] == inherited[kept - 1]["ndcg@10"]

@@ -1,4 +1,4 @@
-"""Train deep_cf, dien and/or content with Horovod inside Spark, then evaluate each on the held-out tables.
+"""Train the models of ``train.models`` with Horovod inside Spark, then evaluate each on the held-out tables.
 
 extract: the Delta versions of the feature tables and the active files of each training table.
 train:   ``horovod.spark.run`` with ``train.num_proc`` ranks (:mod:`libs.training`); rank 0 saves the
@@ -11,8 +11,8 @@ evaluate: the saved model, reloaded, on EVAL_CANDIDATES (NCF protocol HR@10 / ND
 Retrievers (the registry says which) also get each user's validation query (history before the
 second-latest interaction, items trained on excluded): rank 0 keeps the epoch with the best
 full-ranking NDCG@10 on it. With ``train.warm_start`` each model starts from its latest published
-run (another run id than this one) and trains at most ``train.warm_start_epochs`` epochs. Evaluation scores the candidates on the driver (ml-1m: 604k rows), see
-:mod:`libs.metrics`.
+run (another run id than this one) and trains at most ``train.warm_start_epochs`` epochs.
+Evaluation scores the candidates on the driver (ml-1m: 604k rows), see :mod:`libs.metrics`.
 """
 from __future__ import annotations
 

@@ -32,9 +32,8 @@ PUBLISHED = {"ml-1m": {"SASRec, sampled softmax (published)": (0.293, 0.168),
                        "uSASRec (published)": (0.313, 0.177), "FuXi-alpha (published)": (0.316, 0.181)}}
 
 
-def run_night(cfg) -> dict:
+def run_night(ctx) -> dict:
     """Every step of one night in order; returns seconds per step (and "total")."""
-    ctx = make_context(cfg)
     seconds = {}
     start = time.perf_counter()
     for name in nightly.STEPS:
@@ -45,8 +44,8 @@ def run_night(cfg) -> dict:
     return seconds
 
 
-def report_night(cfg, seconds: dict, title: str) -> None:
-    ctx = make_context(cfg)
+def report_night(ctx, seconds: dict, title: str) -> None:
+    cfg = ctx.cfg
     k = cfg.recommend.k
     rows = (ctx.store.read(S.METRICS.name).where(F.col(S.RUN_DATE) == F.lit(cfg.run_date)).toPandas())
     full = rows[rows[S.PROTOCOL] == S.PROTOCOL_FULL_RANKING].pivot_table(
@@ -93,12 +92,14 @@ def main(argv=None):
     sets = [f"storage.warehouse={warehouse}", *args.overrides]
     cold = load_config(env="local", dataset=args.dataset,
                        overrides=sets + [f"run.date={night}", "run.run_id=bench-quality"])
-    report_night(cold, run_night(cold), f"nightly pipeline on {args.dataset}, cold start")
+    ctx = make_context(cold)
+    report_night(ctx, run_night(ctx), f"nightly pipeline on {args.dataset}, cold start")
     if args.warm:
         warm = load_config(env="local", dataset=args.dataset, overrides=sets + [
             f"run.date={night + dt.timedelta(days=1)}", "run.run_id=bench-quality-warm", "train.warm_start=true"])
-        report_night(warm, run_night(warm), f"the next night on the same events, warm-started "
-                                            f"(train.warm_start_epochs={warm.train.warm_start_epochs})")
+        ctx = make_context(warm)
+        report_night(ctx, run_night(ctx), f"the next night on the same events, warm-started "
+                                          f"(train.warm_start_epochs={warm.train.warm_start_epochs})")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,15 @@
    ``source = "fallback"``.
 
 Each retriever's own top-K goes to the ``candidates`` stage table, so the evaluate job can score
-every stage alone. Models are loaded once per executor Python worker, never per batch.
+every stage alone. Models are loaded and compiled once per executor Python worker, never per
+batch (:mod:`libs.serving`); each ranker does its user-side work once per user. Where the time went
+(executor seconds per step, driver seconds per phase) is logged as ``recommend profile``.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
@@ -34,27 +37,40 @@ from pyspark.sql import functions as F
 from libs import schema as S
 from libs.contract import conform_exact
 from libs.log import step
-from libs.ranking import BLEND_RECORD, NO_ITEM, blend, query_columns, top_k_rows, fit_blend_weights, retrieval_scores, standardize, union_candidates
+from libs.ranking import (BLEND_RECORD, NO_ITEM, blend, fit_blend_weights, query_columns, retrieval_scores,
+                          standardize, top_k_rows, union_candidates)
 from libs.runtime import JobContext, job_main
 from libs.scoring import model_run_label
+from libs.serving import USER_BLOCK, Profile, ServedModel, serve
 
 log = logging.getLogger(__name__)
 
 SOURCE_RANKED = "ranked"
 SOURCE_FALLBACK = "fallback"
-_USER_BATCH = 256
 SEEN = "seen"
 
-_loaded_models: Dict[str, object] = {}  # model path -> Keras model, per Python worker
+_served_models: Dict[str, ServedModel] = {}  # model path -> its serving functions, per Python worker
 
 
-def _model_at(path: str):
-    """Load a saved model once per Python worker process (Spark reuses workers across tasks)."""
-    if path not in _loaded_models:
-        from libs.model_store import load_model_at
+def _served(assets: "ServingAssets", name: str, profile: Profile) -> ServedModel:
+    """A model's serving functions, loaded and compiled once per Python worker (Spark reuses
+    workers across tasks and stages), with TensorFlow held to the task's cores."""
+    path = assets.model_paths[name]
+    if path not in _served_models:
+        with profile.timed("load models"):
+            import tensorflow as tf
 
-        _loaded_models[path] = load_model_at(path)
-    return _loaded_models[path]
+            from libs.model_store import load_model_at
+
+            threads = int(os.environ.get("OMP_NUM_THREADS", "0"))  # Spark sets it to spark.task.cpus
+            if threads and not _served_models:
+                try:  # else every concurrent task's TensorFlow runs one thread per core of the machine
+                    tf.config.threading.set_intra_op_parallelism_threads(threads)
+                    tf.config.threading.set_inter_op_parallelism_threads(threads)
+                except RuntimeError:  # TensorFlow already ran in this process (not a Spark worker)
+                    pass
+            _served_models[path] = serve(name, load_model_at(path), assets.item_content)
+    return _served_models[path]
 
 
 # --- extract --------------------------------------------------------------------------------
@@ -82,26 +98,35 @@ def queries(user_sequences: DataFrame, split: str, seen: DataFrame) -> DataFrame
 
 # --- transform ------------------------------------------------------------------------------
 
-def popular_fallback(events: DataFrame, vocab_items: DataFrame, run_date: dt.date, days: int,
-                     k: int) -> DataFrame:
-    """(rank, item_idx, score) of the K most popular items of the last ``days`` days with data.
+def fallback_window_end(event_dates: List[str], run_date: dt.date) -> Optional[dt.date]:
+    """The last event date (of the events table's partitions) on or before the run date, so a
+    replayed or late log still has a window; None without one."""
+    days = [d for d in (dt.date.fromisoformat(v) for v in event_dates) if d <= run_date]
+    return max(days, default=None)
 
-    The window ends at the last event date on or before the run date, so a replayed or late log
-    still has a window. Only K rows reach the driver.
+
+def popular_fallback(events: DataFrame, vocab_items: DataFrame, last_day: Optional[dt.date], days: int,
+                     k: int) -> DataFrame:
+    """(rank, item_idx, score) of the K most popular items of the ``days`` days up to ``last_day``.
+
+    The window filters the partition column, so only its days' files are read. Only K rows reach
+    the driver.
     """
-    upto = events.where(F.col(S.EVENT_DATE) <= F.lit(run_date))
-    last_day = upto.agg(F.max(S.EVENT_DATE).alias("d"))
-    recent = (upto.crossJoin(last_day)
-              .where(F.col(S.EVENT_DATE) > F.date_sub(F.col("d"), days)).drop("d"))
+    schema = f"{S.RANK} int, {S.ITEM_IDX} int, {S.SCORE} double"
+    if last_day is None:
+        return events.sparkSession.createDataFrame([], schema)
+    recent = events.where((F.col(S.EVENT_DATE) <= F.lit(last_day))
+                          & (F.col(S.EVENT_DATE) > F.lit(last_day - dt.timedelta(days=days))))
     top = (recent.groupBy(S.ITEM_ID).count().join(vocab_items, S.ITEM_ID)
            .orderBy(F.desc("count"), F.asc(S.ITEM_IDX)).limit(k).collect())
     rows = [(rank, int(r[S.ITEM_IDX]), float(r["count"])) for rank, r in enumerate(top, start=1)]
-    return events.sparkSession.createDataFrame(rows, f"{S.RANK} int, {S.ITEM_IDX} int, {S.SCORE} double")
+    return events.sparkSession.createDataFrame(rows, schema)
 
 
 @dataclass
 class ServingAssets:
-    """Everything executors need, shipped once per task with the closure (O(items) numbers).
+    """Everything executors need, broadcast once per executor (O(items) numbers; the models are
+    loaded from their paths in the model store, once per Python worker).
 
     Attributes:
         retrievers: retriever -> candidates it contributes (its top-N).
@@ -128,55 +153,55 @@ class ServingAssets:
     train_popularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def candidate_features(frame: pd.DataFrame, assets: ServingAssets):
-    """(candidates (U, C), valid (U, C), features (U, C, M), stage {retriever: (U, N)}) of a block."""
-    from libs import models as registry
+def candidate_features(frame: pd.DataFrame, assets: ServingAssets, profile: Profile,
+                       weights: Optional[np.ndarray] = None):
+    """(candidates (U, C), valid (U, C), features (U, C, M), stage {retriever: (U, N)}) of a block.
 
+    With ``weights``, models of weight 0 are not run (their feature stays 0: the blend is the same).
+    """
     columns = query_columns(frame, assets.history_length)
     seen = [np.asarray(s, dtype=np.int64) for s in frame[SEEN]]
-    user_vectors = {}
-    for name in assets.retrievers:
-        retrieval = registry.model_def(name).retrieval
-        user_vectors[name] = np.asarray(retrieval.user_vectors(
-            _model_at(assets.model_paths[name]), {c: columns[c] for c in retrieval.user_columns}), np.float32)
-    candidates, stage = union_candidates(user_vectors, assets.item_vectors, assets.retrievers,
-                                         assets.block_size, seen, assets.allowed_items)
+    scored = [name for m, name in enumerate(assets.blend_models) if weights is None or weights[m] != 0]
+    served = {name: _served(assets, name, profile) for name in [*assets.retrievers, *scored]}
+    with profile.timed("retrieval"):
+        user_vectors = {name: np.asarray(served[name].user_vectors(columns), np.float32) for name in assets.retrievers}
+        candidates, stage = union_candidates(user_vectors, assets.item_vectors, assets.retrievers,
+                                             assets.block_size, seen, assets.allowed_items)
     valid = candidates != NO_ITEM
-    rows, slots = np.nonzero(valid)
     features = np.zeros(candidates.shape + (len(assets.blend_models),))
     for m, name in enumerate(assets.blend_models):
-        if name in user_vectors:
-            scores = retrieval_scores(user_vectors[name], assets.item_vectors[name], candidates)
-        else:
-            items = candidates[rows, slots]
-            inputs = {c: (columns[c][rows] if c in columns else assets.item_content[c][items])
-                      for c in registry.inference_columns(name) if c != S.ITEM_IDX}
-            inputs[S.ITEM_IDX] = items.astype(np.int32)
-            scores = np.zeros(candidates.shape)
-            if len(items):
-                scores[rows, slots] = registry.score(_model_at(assets.model_paths[name]), inputs)
-        features[:, :, m] = standardize(scores, valid)
+        if name not in scored:
+            continue
+        with profile.timed(f"score {name}"):
+            if name in user_vectors:
+                scores = retrieval_scores(user_vectors[name], assets.item_vectors[name], candidates)
+            else:  # the first call of a worker includes compiling the model's serving function
+                scores = served[name].score_candidates(columns, candidates)
+            features[:, :, m] = standardize(scores, valid)
     return candidates, valid, features, stage
 
 
 STAGE_SCHEMA = f"{S.USER_IDX} int, {S.STAGE} string, {S.RANK} int, {S.ITEM_IDX} int, {S.SCORE} double"
 
 
-def rank_users(batches: Iterator[pd.DataFrame], assets: ServingAssets) -> Iterator[pd.DataFrame]:
+def rank_users(batches: Iterator[pd.DataFrame], assets: ServingAssets, profile: Profile) -> Iterator[pd.DataFrame]:
     """mapInPandas body: serving queries -> K final rows per user, plus each retriever's top-K."""
     for frame in batches:
-        for start in range(0, len(frame), _USER_BATCH):
-            chunk = frame.iloc[start:start + _USER_BATCH]
+        for start in range(0, len(frame), USER_BLOCK):
+            chunk = frame.iloc[start:start + USER_BLOCK]
             users = chunk[S.USER_IDX].to_numpy()
-            candidates, valid, features, stage = candidate_features(chunk, assets)
-            blended = 1.0 / (1.0 + np.exp(-blend(features, assets.weights)))
-            out = [top_k_rows(users, candidates, valid, blended, assets.k).assign(**{S.STAGE: S.MODEL_FINAL})]
-            for name, items in stage.items():
-                retrieved = items[:, :assets.k]
-                slots = np.broadcast_to(-np.arange(retrieved.shape[1], dtype=np.float64), retrieved.shape)
-                out.append(top_k_rows(users, retrieved, retrieved != NO_ITEM, slots, assets.k)
-                           .assign(**{S.STAGE: name}))
-            yield pd.concat(out, ignore_index=True)[[S.USER_IDX, S.STAGE, S.RANK, S.ITEM_IDX, S.SCORE]]
+            candidates, valid, features, stage = candidate_features(chunk, assets, profile, assets.weights)
+            with profile.timed("blend + top-k"):
+                blended = 1.0 / (1.0 + np.exp(-blend(features, assets.weights)))
+                out = [top_k_rows(users, candidates, valid, blended, assets.k).assign(**{S.STAGE: S.MODEL_FINAL})]
+                for name, items in stage.items():
+                    retrieved = items[:, :assets.k]
+                    slots = np.broadcast_to(-np.arange(retrieved.shape[1], dtype=np.float64), retrieved.shape)
+                    out.append(top_k_rows(users, retrieved, retrieved != NO_ITEM, slots, assets.k)
+                               .assign(**{S.STAGE: name}))
+                rows = pd.concat(out, ignore_index=True)[[S.USER_IDX, S.STAGE, S.RANK, S.ITEM_IDX, S.SCORE]]
+            profile.flush()
+            yield rows
 
 
 VALIDATION_SCHEMA = (f"{S.USER_IDX} int, width int, n_candidates int, features array<double>, target_slot int, "
@@ -192,13 +217,15 @@ def popularity_rank(popularity: np.ndarray, target: int, seen: np.ndarray) -> in
     return int(ahead.sum())
 
 
-def validation_features(batches: Iterator[pd.DataFrame], assets: ServingAssets) -> Iterator[pd.DataFrame]:
+def validation_features(batches: Iterator[pd.DataFrame], assets: ServingAssets,
+                        profile: Profile) -> Iterator[pd.DataFrame]:
     """mapInPandas body: validation queries -> each user's flattened (C, M) features, the slot of the
     validation item among its candidates (-1 when no retriever found it), and its popularity rank."""
     for frame in batches:
-        for start in range(0, len(frame), _USER_BATCH):
-            chunk = frame.iloc[start:start + _USER_BATCH]
-            candidates, valid, features, _ = candidate_features(chunk, assets)
+        for start in range(0, len(frame), USER_BLOCK):
+            chunk = frame.iloc[start:start + USER_BLOCK]
+            candidates, valid, features, _ = candidate_features(chunk, assets, profile)
+            profile.flush()
             targets = chunk[S.VALID_ITEM].to_numpy()
             hit = candidates == targets[:, None]
             slot = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
@@ -233,11 +260,12 @@ def fit_blend(validation: pd.DataFrame, models: List[str], k: int, step: float) 
                         "production), candidates retrieved from the history before it; test items unused"}
 
 
-def recommend(users: DataFrame, assets: ServingAssets, fallback: DataFrame) -> DataFrame:
+def recommend(users: DataFrame, assets: ServingAssets, fallback: DataFrame, profile: Profile) -> DataFrame:
     """(user_idx, stage, rank, item_idx, score, source): ranked rows and retriever stage rows of every
     user with history, and the fallback list (stage final) for ``users`` without."""
     with_history = users.where(F.col(S.SEQ_LEN) > 0)
-    ranked = (with_history.mapInPandas(lambda it: rank_users(it, assets), STAGE_SCHEMA)
+    shipped = users.sparkSession.sparkContext.broadcast(assets)  # once per executor, not per task
+    ranked = (with_history.mapInPandas(lambda it: rank_users(it, shipped.value, profile), STAGE_SCHEMA)
               .withColumn(S.SOURCE, F.lit(SOURCE_RANKED)))
     cold_users = users.where(F.col(S.SEQ_LEN) == 0).select(S.USER_IDX)
     fallen_back = (cold_users.crossJoin(F.broadcast(fallback))
@@ -301,7 +329,8 @@ def load_assets(ctx: JobContext, item_features: DataFrame, n_items: int):
     return assets, {m: runs[m] for m in blend_models}
 
 
-def blend_weights(ctx: JobContext, assets: ServingAssets, user_sequences: DataFrame, cf: DataFrame) -> dict:
+def blend_weights(ctx: JobContext, assets: ServingAssets, user_sequences: DataFrame, cf: DataFrame,
+                  profile: Profile) -> dict:
     """Fitted (or configured) weights of the blend, and the fit's record."""
     cfg = ctx.cfg.recommend
     if len(assets.blend_models) == 1 or cfg.blend_users == 0:
@@ -314,8 +343,11 @@ def blend_weights(ctx: JobContext, assets: ServingAssets, user_sequences: DataFr
     assets.train_popularity[counts[S.ITEM_IDX].to_numpy()] = counts["count"].to_numpy()
     valid_queries = queries(user_sequences, S.SPLIT_VALID, seen_items(cf, [S.SPLIT_TRAIN]))
     sample = valid_queries.orderBy(F.xxhash64(S.USER_IDX, F.lit(ctx.cfg.features.seed))).limit(cfg.blend_users)
+    shipped = ctx.spark.sparkContext.broadcast(assets)
     collected = (sample.repartition(max(ctx.spark.sparkContext.defaultParallelism, 2), S.USER_IDX)
-                 .mapInPandas(lambda it: validation_features(it, assets), VALIDATION_SCHEMA).toPandas())
+                 .mapInPandas(lambda it: validation_features(it, shipped.value, profile), VALIDATION_SCHEMA)
+                 .toPandas())
+    shipped.unpersist()
     if collected.empty:
         log.warning("no validation queries (users need 3+ interactions): blend weights from recommend.weights")
         return {"models": assets.blend_models, "weights": {m: cfg.weights.get(m, 0.0) for m in assets.blend_models},
@@ -324,15 +356,24 @@ def blend_weights(ctx: JobContext, assets: ServingAssets, user_sequences: DataFr
                      cfg.blend_grid_step)
 
 
-def run(ctx: JobContext) -> Dict[str, int]:
+def run(ctx: JobContext, profile: Optional[Profile] = None) -> Dict[str, int]:
+    """Recommendations and stage rows of the run date; ``profile`` (made here when not given)
+    collects where the time went, and is logged at the end."""
     from libs.model_store import ModelStore
 
     cfg, store = ctx.cfg, ctx.store
+    profile = profile or Profile(ctx.spark.sparkContext)
     with step(log, "recommend") as result:
         vocab_users, vocab_items = store.read(S.VOCAB_USERS.name), store.read(S.VOCAB_ITEMS.name)
-        assets, runs = load_assets(ctx, store.read(S.ITEM_FEATURES.name), vocab_items.count())
-        sequences, cf = store.read(S.USER_SEQUENCES.name), store.read(S.CF_EXAMPLES.name)
-        fit = blend_weights(ctx, assets, sequences, cf)
+        with profile.wall("load assets"):
+            assets, runs = load_assets(ctx, store.read(S.ITEM_FEATURES.name), vocab_items.count())
+        sequences = store.read(S.USER_SEQUENCES.name)
+        # the positives are read three times (train popularity, validation and serving exclusions):
+        # one scan of cf_examples, whose rows are mostly sampled negatives
+        cf = (store.read(S.CF_EXAMPLES.name).where(F.col(S.LABEL) > 0)
+              .select(S.USER_IDX, S.ITEM_IDX, S.LABEL, S.SPLIT).persist(StorageLevel.MEMORY_AND_DISK))
+        with profile.wall("blend fit"):
+            fit = blend_weights(ctx, assets, sequences, cf, profile)
         assets.weights = np.array([fit["weights"][m] for m in assets.blend_models])
         log.info("blend weights %s (%s)", fit["weights"], fit["tuned_on"])
         ModelStore(cfg.storage.warehouse).save_record(BLEND_RECORD, cfg.run.run_id, {
@@ -340,27 +381,36 @@ def run(ctx: JobContext) -> Dict[str, int]:
         serving = queries(sequences, S.SPLIT_SERVE, seen_items(cf))
         users = (vocab_users.select(S.USER_IDX).join(serving, S.USER_IDX, "left")
                  .fillna(0, [S.SEQ_LEN]))
-        fallback = popular_fallback(store.read(S.EVENTS.name), vocab_items, cfg.run_date,
-                                    cfg.recommend.fallback_days, cfg.recommend.k)
+        with profile.wall("fallback"):
+            last_day = fallback_window_end(store.partition_values(S.EVENTS.name, S.EVENT_DATE), cfg.run_date)
+            window = [str(last_day - dt.timedelta(days=d)) for d in range(cfg.recommend.fallback_days)] if last_day else []
+            fallback = popular_fallback(store.read(S.EVENTS.name, partitions={S.EVENT_DATE: window}), vocab_items,
+                                        last_day, cfg.recommend.fallback_days, cfg.recommend.k)
         n_partitions = max(ctx.spark.sparkContext.defaultParallelism, 2)
-        rows = recommend(users.repartition(n_partitions, S.USER_IDX), assets, fallback).persist(
+        rows = recommend(users.repartition(n_partitions, S.USER_IDX), assets, fallback, profile).persist(
             StorageLevel.MEMORY_AND_DISK)
         try:
-            final = rows.where(F.col(S.STAGE) == S.MODEL_FINAL).drop(S.STAGE)
-            out = with_original_ids(final, vocab_users, vocab_items, model_run_label(runs), cfg.run_date)
-            version = store.write(out, S.RECOMMENDATIONS.name, partition_by=list(S.RECOMMENDATIONS.partition_by),
-                                  replace_where={S.RUN_DATE: [cfg.run.date]})
-            stages = conform_exact(rows.where(F.col(S.STAGE) != S.MODEL_FINAL).drop(S.SOURCE)
-                                   .withColumn(S.RUN_DATE, F.lit(cfg.run_date)).select(*S.CANDIDATES.columns),
-                                   S.CANDIDATES)
-            store.write(stages.coalesce(1), S.CANDIDATES.name, partition_by=list(S.CANDIDATES.partition_by),
-                        replace_where={S.RUN_DATE: [cfg.run.date]})
+            with profile.wall("score users"):
+                rows.count()
+            with profile.wall("write"):
+                final = rows.where(F.col(S.STAGE) == S.MODEL_FINAL).drop(S.STAGE)
+                out = with_original_ids(final, vocab_users, vocab_items, model_run_label(runs), cfg.run_date)
+                version = store.write(out, S.RECOMMENDATIONS.name,
+                                      partition_by=list(S.RECOMMENDATIONS.partition_by),
+                                      replace_where={S.RUN_DATE: [cfg.run.date]})
+                stages = conform_exact(rows.where(F.col(S.STAGE) != S.MODEL_FINAL).drop(S.SOURCE)
+                                       .withColumn(S.RUN_DATE, F.lit(cfg.run_date)).select(*S.CANDIDATES.columns),
+                                       S.CANDIDATES)
+                store.write(stages.coalesce(1), S.CANDIDATES.name, partition_by=list(S.CANDIDATES.partition_by),
+                            replace_where={S.RUN_DATE: [cfg.run.date]})
         finally:
             rows.unpersist()
+            cf.unpersist()
         count = store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == F.lit(cfg.run_date)).count()
         result.add(S.RECOMMENDATIONS.name, count)
         log.info("recommendations for %s: version %d at %s", cfg.run.date, version,
                  store.path(S.RECOMMENDATIONS.name))
+        log.info("recommend profile: %s", profile.summary())
     return dict(result.rows)
 
 

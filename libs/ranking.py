@@ -52,22 +52,27 @@ def union_candidates(user_vectors: Mapping[str, np.ndarray], item_vectors: Mappi
     allowed (``allowed_items[r]``, (I,) bool), duplicates removed.
 
     Returns:
-        (candidates, stage): candidates padded with NO_ITEM, in retriever order then rank;
-        stage maps each retriever to its own top-N items (U, N) (NO_ITEM where none was left).
+        (candidates, stage): candidates (U, sum of counts) padded with NO_ITEM, in retriever order
+        then rank (a fixed width, so compiled rankers see one shape); stage maps each retriever to
+        its own top-N items (U, N) (NO_ITEM where none was left).
     """
     stage = {}
     for name in counts:
         stage[name], _ = retrieve_top_n(user_vectors[name], item_vectors[name], counts[name], block_size, seen,
                                         allowed_items[name])
-    merged = np.concatenate([stage[name] for name in counts], axis=1)
-    candidates = np.full_like(merged, NO_ITEM)
-    for row, items in enumerate(merged):
-        unique = items[items != NO_ITEM]
-        _, first = np.unique(unique, return_index=True)
-        unique = unique[np.sort(first)]
-        candidates[row, :len(unique)] = unique
-    width = int((candidates != NO_ITEM).sum(axis=1).max(initial=0))
-    return candidates[:, :max(width, 1)], stage
+    return first_occurrences(np.concatenate([stage[name] for name in counts], axis=1)), stage
+
+
+def first_occurrences(items: np.ndarray) -> np.ndarray:
+    """Each row's items without NO_ITEM and repeats, in order of first occurrence, packed to the
+    left and padded with NO_ITEM (vectorized: a stable sort per row finds the repeats)."""
+    order = np.argsort(items, axis=1, kind="stable")
+    ordered = np.take_along_axis(items, order, axis=1)
+    repeat = np.zeros(items.shape, bool)
+    np.put_along_axis(repeat, order, np.pad(ordered[:, 1:] == ordered[:, :-1], ((0, 0), (1, 0))), axis=1)
+    keep = (items != NO_ITEM) & ~repeat
+    pack = np.argsort(~keep, axis=1, kind="stable")
+    return np.where(np.take_along_axis(keep, pack, axis=1), np.take_along_axis(items, pack, axis=1), NO_ITEM)
 
 
 def retrieval_scores(user_vectors: np.ndarray, item_vectors: np.ndarray, candidates: np.ndarray) -> np.ndarray:

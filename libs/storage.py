@@ -36,6 +36,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from urllib.parse import quote, unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from libs.conf import join_path
@@ -197,6 +198,13 @@ class DeltaStore:
         self.reads[table] = dtable.version()
         return [to_uri(unquote(uri)) for uri in dtable.file_uris()]
 
+    def partition_values(self, table: str, column: str, version: Optional[int] = None) -> List[str]:
+        """Sorted distinct values of partition ``column`` among the version's active files, from
+        the log alone (no data file is opened)."""
+        root = to_uri(self.path(table)).rstrip("/") + "/"
+        values = {_partition_values(uri[len(root):], [column])[column] for uri in self.active_files(table, version)}
+        return sorted(v for v in values if v is not None)
+
     def partition_columns(self, table: str, version: Optional[int] = None) -> List[str]:
         return list(self._delta_table(table, self._resolve(table, version)).metadata().partition_columns)
 
@@ -218,17 +226,30 @@ class DeltaStore:
 
     # --- read ---------------------------------------------------------------------------
 
-    def read(self, table: str, version: Optional[int] = None) -> DataFrame:
-        """The table at ``version`` (default: the pinned version, else the latest), through the log."""
+    def read(self, table: str, version: Optional[int] = None,
+             partitions: Optional[Dict[str, Sequence[str]]] = None) -> DataFrame:
+        """The table at ``version`` (default: the pinned version, else the latest), through the log.
+
+        ``partitions`` ({column: values}) keeps only those partitions, chosen from the log before
+        Spark lists a file (a table of many small partitions costs Spark a listing per file).
+        """
         version = self._resolve(table, version)
         if self.backend == "spark":
             resolved = self.latest_version(table) if version is None else version
             if resolved is None:
                 raise StorageError(f"table {table} does not exist at {self.path(table)}")
             self.reads[table] = resolved
-            return self.spark.read.format("delta").option("versionAsOf", resolved).load(self.path(table))
+            df = self.spark.read.format("delta").option("versionAsOf", resolved).load(self.path(table))
+            for column, values in (partitions or {}).items():
+                df = df.where(F.col(column).cast("string").isin(list(values)))
+            return df
         schema = self.schema(table, version)
         files = self.active_files(table, version)
+        if partitions:
+            root = to_uri(self.path(table)).rstrip("/") + "/"
+            wanted = {c: set(v) for c, v in partitions.items()}
+            files = [f for f in files if all(value in wanted[c] for c, value in
+                                             _partition_values(f[len(root):], list(wanted)).items())]
         if not files:
             return self.spark.createDataFrame([], schema)
         df = (self.spark.read.schema(schema).option("basePath", self.path(table))

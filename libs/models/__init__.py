@@ -17,19 +17,28 @@ import numpy as np
 
 from libs import conf, schema as S
 from libs.models import content, deep_cf, dien, sasrec
+from libs.serving import pair_candidate_scorer
 
 NCF_PROTOCOL, SEQUENCE_PROTOCOL = S.PROTOCOL_NCF, S.PROTOCOL_SEQUENCE
 
 
 @dataclass(frozen=True)
 class Retrieval:
-    """How a model retrieves: ``user_vectors(model, columns) -> (U, D)`` from ``user_columns`` and
-    ``item_vectors(model, item_content) -> (I, D)`` indexed by ITEM_IDX (``item_content``: column ->
-    array by item index), so ``users @ items.T`` ranks the catalog."""
+    """How a model retrieves: ``user_encoder(model)`` builds (once) a function ``columns -> (U, D)``
+    reading ``user_columns``, and ``item_vectors(model, item_content) -> (I, D)`` is indexed by
+    ITEM_IDX (``item_content``: column -> array by item index), so ``users @ items.T`` ranks the
+    catalog."""
 
     user_columns: List[str]
-    user_vectors: Callable
+    user_encoder: Callable
     item_vectors: Callable
+
+    def user_vectors(self, model, columns) -> np.ndarray:
+        """(U, D) user vectors; the encoder is built (and compiled) once per model object and
+        kept on it (a training run scores validation every epoch)."""
+        if getattr(model, "_nightrec_user_encoder", None) is None:
+            model._nightrec_user_encoder = self.user_encoder(model)
+        return model._nightrec_user_encoder(columns)
 
 
 @dataclass(frozen=True)
@@ -44,24 +53,23 @@ class ModelDef:
     scores_cold_items: bool = False  # its item side reads content only, so new items get real scores
     retrieval: Optional[Retrieval] = None
     protocols: Tuple[str, ...] = (NCF_PROTOCOL,)
-
-
-def _gmf_users(model, columns):
-    return deep_cf.retrieval_embeddings(model)[0][np.asarray(columns[S.USER_IDX])]
+    # rankers' serving: (model, item_content) -> ((query columns, candidates (U, C)) -> (U, C) probabilities)
+    candidate_scorer: Callable = pair_candidate_scorer
 
 
 MODELS: Dict[str, ModelDef] = {
     "deep_cf": ModelDef(deep_cf.build_deep_cf, S.CF_EXAMPLES, deep_cf.INPUT_COLUMNS,
-                        retrieval=Retrieval([S.USER_IDX], _gmf_users,
+                        retrieval=Retrieval([S.USER_IDX], deep_cf.user_encoder,
                                             lambda model, _: deep_cf.retrieval_embeddings(model)[1])),
     "dien": ModelDef(dien.build_dien, S.SEQ_EXAMPLES, dien.INPUT_COLUMNS,
                      lambda conf: dien.AUX_COLUMNS if conf.use_aux_loss else [],
-                     protocols=(NCF_PROTOCOL, SEQUENCE_PROTOCOL)),
+                     protocols=(NCF_PROTOCOL, SEQUENCE_PROTOCOL), candidate_scorer=dien.candidate_scorer),
     "content": ModelDef(content.build_content, S.CONTENT_EXAMPLES, content.INPUT_COLUMNS, scores_cold_items=True,
-                        retrieval=Retrieval(content.USER_COLUMNS, content.user_vectors, content.item_vectors)),
+                        retrieval=Retrieval(content.USER_COLUMNS, content.user_encoder, content.item_vectors),
+                        candidate_scorer=content.candidate_scorer),
     "sasrec": ModelDef(sasrec.build_sasrec, S.NEXT_ITEM_EXAMPLES, sasrec.INPUT_COLUMNS, label=sasrec.LABEL_COLUMN,
                        loss=sasrec.masked_catalog_softmax, ranks=False,
-                       retrieval=Retrieval(sasrec.INPUT_COLUMNS, sasrec.user_vectors,
+                       retrieval=Retrieval(sasrec.INPUT_COLUMNS, sasrec.user_encoder,
                                            lambda model, _: sasrec.item_vectors(model))),
 }
 MODEL_NAMES = tuple(MODELS)
@@ -126,7 +134,11 @@ def pair_scores(name: str, model, inputs: Mapping[str, np.ndarray]) -> np.ndarra
     spec = model_def(name)
     if spec.ranks:
         return score(model, inputs)
-    users = spec.retrieval.user_vectors(model, {c: inputs[c] for c in spec.retrieval.user_columns})
+    # rows repeat each user once per candidate: encode every distinct user once
+    user_columns = {c: np.asarray(inputs[c]) for c in spec.retrieval.user_columns}
+    keys = np.concatenate([v.reshape(len(v), -1) for v in user_columns.values()], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    users = spec.retrieval.user_vectors(model, {c: v[first] for c, v in user_columns.items()})[inverse.reshape(-1)]
     items = spec.retrieval.item_vectors(model, None)[np.asarray(inputs[S.ITEM_IDX])]  # non-rankers: id vectors
     return np.einsum("nd,nd->n", users, items).astype(np.float64)
 

@@ -46,13 +46,21 @@ def build_content(specs, conf) -> tf.keras.Model:
     return tf.keras.Model(inputs, output, name="content")
 
 
-def user_vectors(model: tf.keras.Model, columns) -> "np.ndarray":
-    """(U, D) unit user-tower vectors from HIST_ITEMS, HIST_LEN: cosine ranking = the model's ranking."""
+def _unit(vectors):
+    import numpy as np
+
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def user_encoder(model: tf.keras.Model):
+    """A function HIST_ITEMS, HIST_LEN columns -> (U, D) unit user-tower vectors (cosine ranking =
+    the model's ranking), compiled once."""
     import numpy as np
 
     tower = tf.keras.Model([model.input[c] for c in USER_COLUMNS], model.get_layer("user_vector").output)
-    vectors = tower.predict([np.asarray(columns[c]) for c in USER_COLUMNS], batch_size=4096, verbose=0)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    encode = tf.function(lambda items, lengths: tower([items, lengths], training=False), input_signature=[
+        tf.TensorSpec([None, model.input[S.HIST_ITEMS].shape[1]], tf.int32), tf.TensorSpec([None], tf.int32)])
+    return lambda columns: _unit(encode(*(np.asarray(columns[c], np.int32) for c in USER_COLUMNS)).numpy())
 
 
 def item_vectors(model: tf.keras.Model, item_content) -> "np.ndarray":
@@ -60,5 +68,20 @@ def item_vectors(model: tf.keras.Model, item_content) -> "np.ndarray":
     import numpy as np
 
     tower = tf.keras.Model([model.input[c] for c in ITEM_COLUMNS], model.get_layer("item_vector").output)
-    vectors = tower.predict([np.asarray(item_content[c]) for c in ITEM_COLUMNS], batch_size=4096, verbose=0)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return _unit(tower.predict([np.asarray(item_content[c]) for c in ITEM_COLUMNS], batch_size=4096, verbose=0))
+
+
+def candidate_scorer(model: tf.keras.Model, item_content):
+    """Serving: sigmoid(scale * cosine + bias) of each user's candidates, the user tower run once per
+    user and the item tower once per item (the model's own score layer, on the towers' outputs)."""
+    import numpy as np
+
+    items = item_vectors(model, item_content)
+    users_of = user_encoder(model)
+    scale, bias = (float(w) for w in model.get_layer("score").get_weights())
+
+    def score(columns, candidates):
+        cosine = np.einsum("ud,ucd->uc", users_of(columns), items[np.maximum(candidates, 0)])
+        return 1.0 / (1.0 + np.exp(-(scale * cosine.astype(np.float64) + bias)))
+
+    return score

@@ -45,3 +45,11 @@ def retrieval_embeddings(model: tf.keras.Model):
     items = model.get_layer(GMF_ITEM_EMBEDDING).get_weights()[0]
     gmf_weights = model.get_layer(PREDICTION).get_weights()[0][: items.shape[1], 0]
     return users, items * gmf_weights[None, :]
+
+
+def user_encoder(model: tf.keras.Model):
+    """USER_IDX columns -> (U, D) GMF user factors (rows of :func:`retrieval_embeddings`)."""
+    import numpy as np
+
+    users = retrieval_embeddings(model)[0]
+    return lambda columns: users[np.asarray(columns[S.USER_IDX])]

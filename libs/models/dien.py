@@ -46,3 +46,75 @@ def build_dien(specs, conf) -> tf.keras.Model:
     hidden = MLP(conf.hidden_units, l2=conf.l2, name="head")(head_in)
     output = tf.keras.layers.Dense(1, activation="sigmoid", name="prediction")(hidden)
     return tf.keras.Model(inputs, output, name="dien")
+
+
+def candidate_scorer(model: tf.keras.Model, item_content=None):
+    """Serving: DIEN's P(click) of each user's C candidates, user-side work done once per user.
+
+    The interest extractor (a GRU over the history), the history mean and the user embedding read
+    the user alone: they run once per user (U, T, D). Per (user, candidate) pair run only what
+    depends on the candidate: the target attention and the AUGRU. Both start with a matmul that is
+    linear in its inputs, so the history's share of it is also computed once per user:
+    attention's first layer over [q, k, q - k, q * k] is q (Wq + Wd) + k (Wk - Wd) + (q * k) Wp + b,
+    and the AUGRU's input projection states @ kernel + bias reads the states only. The same weights
+    and activations as the model; scores agree with ``model.predict`` to float32 rounding.
+    XLA-compiled (about 2x on CPU, for the fused AUGRU steps); blocks are padded to whole
+    ``USER_BLOCK`` s of users so each worker compiles once (the candidates' width is fixed too).
+    """
+    import numpy as np
+
+    from libs.serving import USER_BLOCK, pad_rows
+
+    item_table, user_table = model.get_layer("item_embedding"), model.get_layer("user_embedding")
+    extractor, attention = model.get_layer("interest_extractor"), model.get_layer("target_attention")
+    cell = model.get_layer("interest_evolution").rnn.cell
+    head, prediction = model.get_layer("head"), model.get_layer("prediction")
+    first, *deeper = attention.mlp.dense_layers
+    w_query, w_key, w_diff, w_product = tf.split(first.kernel, 4, axis=0)
+    steps = int(model.input[S.HIST_ITEMS].shape[1])
+    ids, lists = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, steps], tf.int32)
+
+    @tf.function(input_signature=[ids, lists, ids, tf.TensorSpec([None, None], tf.int32)], jit_compile=True)
+    def score(users, history_items, history_len, candidates):
+        mask = tf.sequence_mask(history_len, steps)                                    # (U, T)
+        history = item_table(history_items)                                             # (U, T, D)
+        states = extractor(history, mask=mask)                                          # (U, T, H)
+        weights = tf.cast(mask, history.dtype)[..., None]
+        pooled = tf.reduce_sum(history * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
+        target = item_table(candidates)                                                 # (U, C, D)
+
+        # q (Wq + Wd) + (q * k) Wp = q (Wq + Wd + diag(k) Wp): one (C, D) @ (D, T * A) matmul per user
+        per_step = (w_query + w_diff)[None, None] + states[..., None] * w_product[None, None]  # (U, T, D, A)
+        pre = (tf.einsum("ucd,utda->ucta", target, per_step)
+               + (tf.einsum("utd,da->uta", states, w_key - w_diff) + first.bias)[:, None, :, :])
+        hidden = first.activation(pre)                                                  # (U, C, T, A)
+        for layer in deeper:
+            hidden = layer(hidden)
+        # the Dense(1) score layers as multiply-and-sum: XLA fuses it with the activation (2x here)
+        logits = tf.reduce_sum(hidden * attention.score.kernel[:, 0], -1) + attention.score.bias[0]  # (U, C, T)
+        step_mask = tf.broadcast_to(mask[:, None, :], tf.shape(logits))
+        logits = tf.where(step_mask, logits, tf.fill(tf.shape(logits), -1e9))
+        focus = tf.nn.softmax(logits, axis=-1) * tf.cast(step_mask, logits.dtype)
+
+        projected = tf.einsum("uth,hk->utk", states, cell.kernel) + cell.bias          # (U, T, 3H)
+        h = tf.zeros(tf.concat([tf.shape(target)[:2], [cell.units]], 0), states.dtype)  # (U, C, H)
+        for t in range(steps):  # AUGRUCell.call with the input share precomputed per user
+            x_update, x_reset, x_candidate = tf.split(projected[:, None, t, :], 3, axis=-1)
+            h_update, h_reset, h_candidate = tf.split(tf.einsum("uch,hk->uck", h, cell.recurrent_kernel), 3, -1)
+            update = focus[:, :, t, None] * tf.sigmoid(x_update + h_update)
+            reset = tf.sigmoid(x_reset + h_reset)
+            candidate = tf.tanh(x_candidate + reset * h_candidate)
+            h = tf.where(mask[:, None, t, None], (1.0 - update) * h + update * candidate, h)
+
+        shape = tf.shape(target)
+        head_in = tf.concat([tf.broadcast_to(user_table(users)[:, None, :], shape), target, h,
+                             tf.broadcast_to(pooled[:, None, :], shape), target * h], axis=-1)
+        return prediction.activation(tf.reduce_sum(head(head_in) * prediction.kernel[:, 0], -1)
+                                     + prediction.bias[0])                                 # (U, C)
+
+    def score_candidates(columns, candidates):
+        inputs = [pad_rows(np.asarray(columns[c], np.int32), USER_BLOCK) for c in (S.USER_IDX, S.HIST_ITEMS, S.HIST_LEN)]
+        items = pad_rows(np.maximum(candidates, 0).astype(np.int32), USER_BLOCK)
+        return score(*inputs, items).numpy()[:len(candidates)].astype(np.float64)
+
+    return score_candidates

@@ -63,8 +63,8 @@ class SASRecEncoder(tf.keras.layers.Layer):
                 tf.keras.layers.Dense(dim), tf.keras.layers.Dropout(dropout)], name=f"ffn_{i}"))
         self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
 
-    def states(self, items, session_starts, lengths, training=None):
-        """(B, L, D) states; position t sees items[:, :t+1] only (causal), padding rows are zero."""
+    def _embed(self, items, session_starts, lengths, training=None):
+        """(x (B, L, D) embedded window, padding zeroed; real (B, L) bool)."""
         lengths = tf.reshape(tf.cast(lengths, tf.int32), [-1])
         steps = tf.range(tf.shape(items)[1])
         real = steps[None, :] < lengths[:, None]                                  # (B, L)
@@ -72,12 +72,19 @@ class SASRecEncoder(tf.keras.layers.Layer):
         from_latest = tf.minimum(from_latest, self.maxlen - 1)
         x = (self.item_embedding(items) * (self.dim ** 0.5) + self.position_embedding(from_latest)
              + self.session_embedding(tf.clip_by_value(tf.cast(session_starts, tf.int32), 0, 1)))
+        return self.input_dropout(x, training=training) * tf.cast(real, x.dtype)[:, :, None], real
+
+    def _block(self, i, x, mask, training=None):
+        h = self.attention_norms[i](x)
+        x = x + self.attentions[i](h, h, use_causal_mask=True, training=training)
+        return (x + self.ffns[i](self.ffn_norms[i](x), training=training)) * mask
+
+    def states(self, items, session_starts, lengths, training=None):
+        """(B, L, D) states; position t sees items[:, :t+1] only (causal), padding rows are zero."""
+        x, real = self._embed(items, session_starts, lengths, training)
         mask = tf.cast(real, x.dtype)[:, :, None]
-        x = self.input_dropout(x, training=training) * mask
-        for norm, attention, ffn_norm, ffn in zip(self.attention_norms, self.attentions, self.ffn_norms, self.ffns):
-            h = norm(x)
-            x = x + attention(h, h, use_causal_mask=True, training=training)
-            x = (x + ffn(ffn_norm(x), training=training)) * mask
+        for i in range(self.blocks):
+            x = self._block(i, x, mask, training)
         return self.final_norm(x) * mask
 
     def call(self, inputs, training=None):
@@ -88,10 +95,25 @@ class SASRecEncoder(tf.keras.layers.Layer):
         return logits + padding_column
 
     def user_vectors(self, items, session_starts, lengths):
-        """(B, D): the state at each window's last real position (the next-item query)."""
-        states = self.states(items, session_starts, lengths, training=False)
-        last = tf.maximum(tf.reshape(tf.cast(lengths, tf.int32), [-1]) - 1, 0)
-        return tf.gather(states, last, axis=1, batch_dims=1)
+        """(B, D): the state at each window's last real position (the next-item query).
+
+        Equal to ``states(...)`` at that position, but the last block computes that position only
+        (its causal attention row over the window and its feed-forward): the other positions'
+        outputs of the last block are never read.
+        """
+        x, real = self._embed(items, session_starts, lengths)
+        mask = tf.cast(real, x.dtype)[:, :, None]
+        for i in range(self.blocks - 1):
+            x = self._block(i, x, mask)
+        lengths = tf.reshape(tf.cast(lengths, tf.int32), [-1])
+        last = tf.maximum(lengths - 1, 0)
+        h = self.attention_norms[-1](x)
+        query = tf.gather(h, last, axis=1, batch_dims=1)[:, None, :]                   # (B, 1, D)
+        row = tf.range(tf.shape(items)[1])[None, None, :] <= last[:, None, None]       # (B, 1, L) causal row
+        y = tf.gather(x, last, axis=1, batch_dims=1)[:, None, :] + self.attentions[-1](
+            query, h, attention_mask=row)
+        y = y + self.ffns[-1](self.ffn_norms[-1](y))
+        return self.final_norm(y)[:, 0, :] * tf.cast(lengths > 0, y.dtype)[:, None]
 
     def get_config(self):
         return {**super().get_config(), "n_items": self.n_items, "dim": self.dim, "maxlen": self.maxlen,
@@ -124,17 +146,25 @@ def build_sasrec(specs, conf) -> tf.keras.Model:
     return tf.keras.Model(inputs, logits, name="sasrec")
 
 
-def user_vectors(model: tf.keras.Model, columns, batch_size: int = 1024) -> np.ndarray:
-    """(U, D) next-item query vectors of U windows given as SEQ_* column arrays."""
+def user_encoder(model: tf.keras.Model):
+    """A function SEQ_* column arrays of U windows -> (U, D) next-item query vectors, XLA-compiled
+    once (windows go in whole blocks of ``USER_BLOCK``, the last one padded: one shape)."""
+    from libs.serving import USER_BLOCK, pad_rows
+
     encoder = model.get_layer(ENCODER)
-    encode = tf.function(encoder.user_vectors, reduce_retracing=True)
-    out = []
-    for start in range(0, len(columns[S.SEQ_LEN]), batch_size):
-        part = slice(start, start + batch_size)
-        out.append(encode(tf.constant(columns[S.SEQ_ITEMS][part], tf.int32),
-                          tf.constant(columns[S.SEQ_SESSION_STARTS][part], tf.int32),
-                          tf.constant(columns[S.SEQ_LEN][part], tf.int32)).numpy())
-    return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
+    windows = tf.TensorSpec([None, model.input[S.SEQ_ITEMS].shape[1]], tf.int32)
+    encode = tf.function(encoder.user_vectors, input_signature=[windows, windows, tf.TensorSpec([None], tf.int32)],
+                         jit_compile=True)
+
+    def user_vectors(columns) -> np.ndarray:
+        out = []
+        for start in range(0, len(columns[S.SEQ_LEN]), USER_BLOCK):
+            block = [pad_rows(np.asarray(columns[c][start:start + USER_BLOCK], np.int32), USER_BLOCK)
+                     for c in INPUT_COLUMNS]
+            out.append(encode(*block).numpy()[:len(columns[S.SEQ_LEN]) - start])
+        return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
+
+    return user_vectors
 
 
 def item_vectors(model: tf.keras.Model) -> np.ndarray:

@@ -121,6 +121,14 @@ def test_user_without_history_gets_recent_popular_fallback(ctx):
     assert fallback == [(1, "i2", 2.0, "fallback"), (2, "i6", 2.0, "fallback"), (3, "i3", 1.0, "fallback")]
 
 
+def test_fallback_window_ends_at_the_last_event_date_up_to_the_run_date():
+    from jobs.recommend import fallback_window_end
+
+    dates = ["2023-06-01", "2024-01-10", "2024-02-01"]
+    assert fallback_window_end(dates, RUN_DATE) == dt.date(2024, 1, 10)  # a later date (late replay) is ignored
+    assert fallback_window_end(dates, dt.date(2023, 1, 1)) is None
+
+
 def test_output_is_deterministic_and_a_rerun_replaces_the_date(ctx):
     from jobs import recommend
 
@@ -135,3 +143,53 @@ def test_output_is_deterministic_and_a_rerun_replaces_the_date(ctx):
     # read through the other run's store: a store pins the versions its own run wrote
     assert other.store.read(S.RECOMMENDATIONS.name).count() == 2 * len(first)
     assert _recs(other, RUN_DATE) == first, "another date's run must leave this date's rows as they are"
+
+
+def test_compiled_serving_ranks_as_pair_by_pair_prediction_does(ctx):
+    """The serving path (user-side work once per user, compiled functions, zero-weight models
+    skipped) gives the rows the original path gives: every (user, candidate) pair through
+    ``model.predict``, every model's standardized score blended, top-K by blend then item index."""
+    import numpy as np
+
+    from jobs import recommend
+    from libs import models as registry
+    from libs.model_store import ModelStore
+    from libs.ranking import blend, query_columns, retrieval_scores, standardize, top_k_rows
+    from libs.serving import Profile
+
+    recommend.run(ctx)
+    got = (ctx.store.read(S.RECOMMENDATIONS.name).where((F.col(S.RUN_DATE) == F.lit(RUN_DATE))
+                                                         & (F.col(S.SOURCE) == "ranked"))
+           .join(ctx.store.read(S.VOCAB_USERS.name), S.USER_ID).join(ctx.store.read(S.VOCAB_ITEMS.name), S.ITEM_ID)
+           .select(S.USER_IDX, S.RANK, S.ITEM_IDX, S.SCORE).toPandas()
+           .sort_values([S.USER_IDX, S.RANK], ignore_index=True))
+
+    assets, _ = recommend.load_assets(ctx, ctx.store.read(S.ITEM_FEATURES.name), 8)
+    assets.weights = np.array([ctx.cfg.recommend.weights[m] for m in assets.blend_models])
+    cf = ctx.store.read(S.CF_EXAMPLES.name)
+    frame = recommend.queries(ctx.store.read(S.USER_SEQUENCES.name), S.SPLIT_SERVE,
+                              recommend.seen_items(cf)).toPandas().sort_values(S.USER_IDX, ignore_index=True)
+    candidates, valid, _, _ = recommend.candidate_features(frame, assets, Profile(ctx.spark.sparkContext))
+    columns = query_columns(frame, assets.history_length)
+    rows, slots = np.nonzero(valid)
+    items = candidates[rows, slots]
+    features = np.zeros(candidates.shape + (len(assets.blend_models),))
+    for m, name in enumerate(assets.blend_models):
+        model = ModelStore(ctx.cfg.storage.warehouse).load(name, "r1")
+        spec = registry.model_def(name)
+        if name in assets.retrievers:
+            users = spec.retrieval.user_vectors(model, columns)
+            scores = retrieval_scores(np.asarray(users, np.float32), assets.item_vectors[name], candidates)
+        else:
+            inputs = {c: (columns[c][rows] if c in columns else assets.item_content[c][items])
+                      for c in registry.inference_columns(name) if c != S.ITEM_IDX}
+            inputs[S.ITEM_IDX] = items.astype(np.int32)
+            scores = np.zeros(candidates.shape)
+            scores[rows, slots] = registry.score(model, inputs)
+        features[:, :, m] = standardize(scores, valid)
+    blended = 1.0 / (1.0 + np.exp(-blend(features, assets.weights)))
+    expected = top_k_rows(frame[S.USER_IDX].to_numpy(), candidates, valid, blended, K)
+
+    assert got[[S.USER_IDX, S.RANK, S.ITEM_IDX]].values.tolist() == \
+        expected[[S.USER_IDX, S.RANK, S.ITEM_IDX]].values.tolist()
+    np.testing.assert_allclose(got[S.SCORE], expected[S.SCORE], rtol=1e-5)

@@ -74,6 +74,32 @@ class TestEveryModel:
         assert not {id(w) for w in first.weights} & {id(w) for w in second.weights}
 
 
+@pytest.mark.parametrize("name", ["deep_cf", "dien", "content"])
+def test_serving_scores_every_candidate_as_the_model_scores_the_pair(name):
+    """A ranker's serving function (user-side work once per user, compiled) gives each (user,
+    candidate) the probability ``model.predict`` gives the pair."""
+    from libs.models import score
+    from libs.serving import serve
+
+    tf.keras.utils.set_random_seed(1)
+    model = build_model(name, SPECS, ModelConf(embedding_dim=8, hidden_units=[16, 8], use_aux_loss=True))
+    users = synthetic_batch(6, seed=3)
+    rng = np.random.default_rng(4)
+    candidates = rng.integers(1, SPECS.n_items, (6, 5)).astype(np.int64)
+    candidates[0, 3:] = -1  # padding slots (NO_ITEM) are scored like item 0 and masked by the caller
+    content = synthetic_batch(SPECS.n_items, seed=5)
+    item_content = {c: content[c] for c in (S.TITLE_TOKENS, S.GENRE_MULTI_HOT, S.YEAR_BUCKET)}
+    served = serve(name, model, item_content).score_candidates(users, candidates)
+
+    rows = np.repeat(np.arange(6), 5)
+    items = np.maximum(candidates, 0).reshape(-1)
+    pairs = {c: (item_content[c][items] if c in item_content else users[c][rows]) for c in model.input}
+    pairs[S.ITEM_IDX] = items.astype(np.int32)
+    expected = score(model, pairs).reshape(6, 5)
+    assert served.shape == (6, 5)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_dien_aux_loss_is_added_only_when_switched_on():
     batch = synthetic_batch(8)
     with_aux = build_model("dien", SPECS, ModelConf(embedding_dim=8, hidden_units=[8], use_aux_loss=True))
@@ -115,7 +141,7 @@ def test_sasrec_is_causal_a_position_never_sees_its_future():
 
 
 def test_sasrec_loss_ignores_padding_and_user_item_dot_is_the_logit():
-    from libs.models.sasrec import item_vectors, masked_catalog_softmax, user_vectors
+    from libs.models.sasrec import item_vectors, masked_catalog_softmax, user_encoder
 
     logits = tf.math.log(tf.constant([[[1e-9, 0.5, 0.5], [1e-9, 0.9, 0.1]]]))   # (1, 2, 3)
     loss = masked_catalog_softmax(tf.constant([[1, 0]]), logits).numpy()
@@ -124,7 +150,7 @@ def test_sasrec_loss_ignores_padding_and_user_item_dot_is_the_logit():
     batch = synthetic_batch(4)
     columns = {c: batch[c] for c in (S.SEQ_ITEMS, S.SEQ_SESSION_STARTS, S.SEQ_LEN)}
     full = model(columns).numpy()                                  # (4, L, I)
-    dots = user_vectors(model, columns) @ item_vectors(model).T     # (4, I)
+    dots = user_encoder(model)(columns) @ item_vectors(model).T     # (4, I)
     last = full[np.arange(4), batch[S.SEQ_LEN] - 1]
     np.testing.assert_allclose(dots[:, 1:], last[:, 1:], rtol=1e-4, atol=1e-4)
     assert np.all(last[:, 0] < -1e8)  # the padding item is never predicted

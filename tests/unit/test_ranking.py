@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from libs.ranking import (NO_ITEM, fit_blend_weights, ndcg_at_k, retrieval_scores, simplex_grid, standardize,
+from libs.ranking import (NO_ITEM, first_occurrences, fit_blend_weights, ndcg_at_k, retrieval_scores, simplex_grid, standardize,
                           top_k_rows, union_candidates)
 
 # items 1..5 on a line (row 0 = padding): a user at +1 prefers higher items, at -1 lower ones
@@ -27,7 +27,7 @@ def test_a_retriever_returns_only_its_allowed_items_and_pads_when_none_are_left(
     candidates, stage = union_candidates({"a": np.array([[1.0]])}, {"a": ITEMS}, {"a": 3}, 4, [[2]],
                                          {"a": allowed})
     assert stage["a"].tolist() == [[1, NO_ITEM, NO_ITEM]]
-    assert candidates.tolist() == [[1]]
+    assert candidates.tolist() == [[1, NO_ITEM, NO_ITEM]]  # fixed width: the retrievers' N summed
 
 
 def test_equal_scores_are_ordered_by_item_index():
@@ -70,3 +70,13 @@ def test_top_k_rows_order_by_score_then_item_and_skip_empty_slots():
     valid = candidates != NO_ITEM
     rows = top_k_rows(np.array([10, 11]), candidates, valid, np.array([[0.5, 0.5, 9.0, 0.9], [0.1, 0, 0, 0]]), 3)
     assert rows.values.tolist() == [[10, 1, 5, 0.9], [10, 2, 3, 0.5], [10, 3, 7, 0.5], [11, 1, 2, 0.1]]
+
+
+def test_first_occurrences_keeps_each_rows_first_copies_in_order():
+    rng = np.random.default_rng(0)
+    items = rng.integers(-1, 6, (50, 9))
+    out = first_occurrences(items)
+    for row, got in zip(items, out):
+        expected = list(dict.fromkeys(i for i in row if i != NO_ITEM))
+        assert got.tolist() == expected + [NO_ITEM] * (len(row) - len(expected))
+    assert first_occurrences(np.array([[3, 1, 3, -1, 1, 2]])).tolist() == [[3, 1, 2, -1, -1, -1]]

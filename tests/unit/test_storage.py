@@ -42,12 +42,15 @@ def test_partition_overwrite_shows_only_new_rows(spark, store):
     schema = "id int, d date"
     store.write(spark.createDataFrame([(1, D1), (2, D1), (3, D2)], schema), "p", partition_by=["d"])
     # dynamic: only the partitions present in the batch are replaced
+    assert store.partition_values("p", "d") == [D1.isoformat(), D2.isoformat()]  # from the log alone
+    assert _rows(store.read("p", partitions={"d": [D2.isoformat()]}), "id") == [(3,)]
+    assert store.read("p", partitions={"d": []}).count() == 0
     store.write(spark.createDataFrame([(10, D1)], schema), "p", mode="overwrite_partitions", partition_by=["d"])
     assert _rows(store.read("p"), "id", "d") == [(3, D2), (10, D1)]
     # replace_where with no rows empties exactly that partition
     store.write(spark.createDataFrame([], schema), "p", replace_where={"d": [D2.isoformat()]}, partition_by=["d"])
     assert _rows(store.read("p"), "id", "d") == [(10, D1)]
-    assert store.partition_columns("p") == ["d"]
+    assert store.partition_columns("p") == ["d"] and store.partition_values("p", "d") == [D1.isoformat()]
     # what Spark reads equals what the log lists: every active file carries the partition value
     files = DeltaTable(store.path("p")).file_uris()
     assert files and all("d=2024-01-01" in f for f in files)

@@ -9,8 +9,9 @@ Keras data-adapter overhead on every call; instead every model gets:
   candidate, user-side work done once per user (see each model's ``candidate_scorer``; the default,
   :func:`pair_candidate_scorer`, runs the whole model on every pair in one compiled call).
 
-Compiled functions have fixed input signatures (batch dimensions left open), so they trace once
-per worker whatever the block sizes. :class:`Profile` sums, on the executors, the seconds each
+Compiled functions have fixed input signatures, so they trace once per worker; the XLA-compiled
+ones (DIEN, SASRec's encoder, the default pair scorer) compile once per input *shape*, so their
+inputs are padded to whole blocks (:func:`pad_rows`) and the candidates have a fixed width. :class:`Profile` sums, on the executors, the seconds each
 serving step takes, through a Spark accumulator the driver reads.
 """
 from __future__ import annotations

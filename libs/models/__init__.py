@@ -24,8 +24,8 @@ NCF_PROTOCOL, SEQUENCE_PROTOCOL = S.PROTOCOL_NCF, S.PROTOCOL_SEQUENCE
 
 @dataclass(frozen=True)
 class Retrieval:
-    """How a model retrieves: ``user_encoder(model)`` builds (once) a function ``columns -> (U, D)``
-    reading ``user_columns``, and ``item_vectors(model, item_content) -> (I, D)`` is indexed by
+    """How a model retrieves: ``user_encoder(model, jit_compile)`` builds (once) a function
+    ``columns -> (U, D)`` reading ``user_columns`` (XLA-compiled when asked: serving does), and ``item_vectors(model, item_content) -> (I, D)`` is indexed by
     ITEM_IDX (``item_content``: column -> array by item index), so ``users @ items.T`` ranks the
     catalog."""
 

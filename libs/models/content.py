@@ -52,15 +52,24 @@ def _unit(vectors):
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def user_encoder(model: tf.keras.Model):
+def user_encoder(model: tf.keras.Model, jit_compile: bool = False):
     """A function HIST_ITEMS, HIST_LEN columns -> (U, D) unit user-tower vectors (cosine ranking =
-    the model's ranking), compiled once."""
+    the model's ranking), compiled once (rows padded to whole ``USER_BLOCK`` s: one shape for XLA)."""
     import numpy as np
+
+    from libs.serving import USER_BLOCK, pad_rows
 
     tower = tf.keras.Model([model.input[c] for c in USER_COLUMNS], model.get_layer("user_vector").output)
     encode = tf.function(lambda items, lengths: tower([items, lengths], training=False), input_signature=[
-        tf.TensorSpec([None, model.input[S.HIST_ITEMS].shape[1]], tf.int32), tf.TensorSpec([None], tf.int32)])
-    return lambda columns: _unit(encode(*(np.asarray(columns[c], np.int32) for c in USER_COLUMNS)).numpy())
+        tf.TensorSpec([None, model.input[S.HIST_ITEMS].shape[1]], tf.int32), tf.TensorSpec([None], tf.int32)],
+        jit_compile=jit_compile)
+
+    def user_vectors(columns):
+        n = len(columns[S.HIST_LEN])
+        return _unit(encode(*(pad_rows(np.asarray(columns[c], np.int32), USER_BLOCK) for c in USER_COLUMNS))
+                     .numpy()[:n])
+
+    return user_vectors
 
 
 def item_vectors(model: tf.keras.Model, item_content) -> "np.ndarray":
@@ -77,7 +86,7 @@ def candidate_scorer(model: tf.keras.Model, item_content):
     import numpy as np
 
     items = item_vectors(model, item_content)
-    users_of = user_encoder(model)
+    users_of = user_encoder(model, jit_compile=True)
     scale, bias = (float(w) for w in model.get_layer("score").get_weights())
 
     def score(columns, candidates):

@@ -47,8 +47,9 @@ def retrieval_embeddings(model: tf.keras.Model):
     return users, items * gmf_weights[None, :]
 
 
-def user_encoder(model: tf.keras.Model):
-    """USER_IDX columns -> (U, D) GMF user factors (rows of :func:`retrieval_embeddings`)."""
+def user_encoder(model: tf.keras.Model, jit_compile: bool = False):
+    """USER_IDX columns -> (U, D) GMF user factors (rows of :func:`retrieval_embeddings`: a lookup,
+    nothing to compile)."""
     import numpy as np
 
     users = retrieval_embeddings(model)[0]

@@ -146,15 +146,15 @@ def build_sasrec(specs, conf) -> tf.keras.Model:
     return tf.keras.Model(inputs, logits, name="sasrec")
 
 
-def user_encoder(model: tf.keras.Model):
-    """A function SEQ_* column arrays of U windows -> (U, D) next-item query vectors, XLA-compiled
-    once (windows go in whole blocks of ``USER_BLOCK``, the last one padded: one shape)."""
+def user_encoder(model: tf.keras.Model, jit_compile: bool = False):
+    """A function SEQ_* column arrays of U windows -> (U, D) next-item query vectors, compiled once
+    (windows go in whole blocks of ``USER_BLOCK``, the last one padded: one shape for XLA)."""
     from libs.serving import USER_BLOCK, pad_rows
 
     encoder = model.get_layer(ENCODER)
     windows = tf.TensorSpec([None, model.input[S.SEQ_ITEMS].shape[1]], tf.int32)
     encode = tf.function(encoder.user_vectors, input_signature=[windows, windows, tf.TensorSpec([None], tf.int32)],
-                         jit_compile=True)
+                         jit_compile=jit_compile)
 
     def user_vectors(columns) -> np.ndarray:
         out = []

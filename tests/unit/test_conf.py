@@ -21,8 +21,10 @@ def test_layers_merge_base_env_dataset_and_overrides():
 def test_a_mapping_value_replaces_the_mapping_and_a_dotted_key_changes_one_entry():
     whole = load_config(env="local", overrides=["recommend.retrievers={deep_cf: 50}"])
     assert whole.recommend.retrievers == {"deep_cf": 50}                # not merged into the default
-    one = load_config(env="local", overrides=["recommend.retrievers.deep_cf=50"])
-    assert one.recommend.retrievers == {"sasrec": 100, "deep_cf": 50}
+    default = load_config(env="local").recommend.retrievers
+    assert set(default) == {"sasrec", "deep_cf"}
+    one = load_config(env="local", overrides=["recommend.retrievers.deep_cf=30"])
+    assert one.recommend.retrievers == {**default, "deep_cf": 30}      # the other entries kept
     both = load_config(env="local", overrides=["recommend.retrievers={deep_cf: 50}", "recommend.retrievers.content=10"])
     assert both.recommend.retrievers == {"deep_cf": 50, "content": 10}
 

@@ -201,9 +201,13 @@ class DeltaStore:
     def partition_values(self, table: str, column: str, version: Optional[int] = None) -> List[str]:
         """Sorted distinct values of partition ``column`` among the version's active files, from
         the log alone (no data file is opened)."""
-        root = to_uri(self.path(table)).rstrip("/") + "/"
-        values = {_partition_values(uri[len(root):], [column])[column] for uri in self.active_files(table, version)}
+        values = {parts[column] for _, parts in self._files_by_partition(table, [column], version)}
         return sorted(v for v in values if v is not None)
+
+    def _files_by_partition(self, table: str, columns: Sequence[str], version: Optional[int] = None):
+        """(file URI, {column: value}) of every active file of the version, from the log."""
+        root = to_uri(self.path(table)).rstrip("/") + "/"
+        return [(uri, _partition_values(uri[len(root):], columns)) for uri in self.active_files(table, version)]
 
     def partition_columns(self, table: str, version: Optional[int] = None) -> List[str]:
         return list(self._delta_table(table, self._resolve(table, version)).metadata().partition_columns)
@@ -244,12 +248,12 @@ class DeltaStore:
                 df = df.where(F.col(column).cast("string").isin(list(values)))
             return df
         schema = self.schema(table, version)
-        files = self.active_files(table, version)
         if partitions:
-            root = to_uri(self.path(table)).rstrip("/") + "/"
             wanted = {c: set(v) for c, v in partitions.items()}
-            files = [f for f in files if all(value in wanted[c] for c, value in
-                                             _partition_values(f[len(root):], list(wanted)).items())]
+            files = [uri for uri, parts in self._files_by_partition(table, list(wanted), version)
+                     if all(value in wanted[c] for c, value in parts.items())]
+        else:
+            files = self.active_files(table, version)
         if not files:
             return self.spark.createDataFrame([], schema)
         df = (self.spark.read.schema(schema).option("basePath", self.path(table))

@@ -174,8 +174,9 @@ def test_compiled_serving_ranks_as_pair_by_pair_prediction_does(ctx):
     rows, slots = np.nonzero(valid)
     items = candidates[rows, slots]
     features = np.zeros(candidates.shape + (len(assets.blend_models),))
+    models = ModelStore(ctx.cfg.storage.warehouse)
     for m, name in enumerate(assets.blend_models):
-        model = ModelStore(ctx.cfg.storage.warehouse).load(name, "r1")
+        model = models.load(name, "r1")
         spec = registry.model_def(name)
         if name in assets.retrievers:
             users = spec.retrieval.user_vectors(model, columns)

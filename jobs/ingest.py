@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from libs import schema as S
-from libs.conf import Config, IngestConf, SourceConf
+from libs.conf import Config, IngestConf, SourceConf, StorageConf
 from libs.contract import conform_exact
 from libs.datasets import resolve_path
 from libs.log import step
@@ -239,6 +239,7 @@ def to_events(classified: DataFrame, run_id: str) -> DataFrame:
     valid = classified.where(F.col(S.REASON).isNull())
     return S.conform(valid.withColumn(S.RUN_ID, F.lit(run_id))
                      .withColumn(S.EVENT_DATE, F.to_date(S.EVENT_TS))
+                     .withColumn(S.EVENT_MONTH, F.date_format(S.EVENT_DATE, "yyyy-MM"))
                      .drop(S.RAW_RECORD, S.REASON), S.EVENTS)
 
 
@@ -318,37 +319,42 @@ def new_events(batch: DataFrame, existing: DataFrame) -> DataFrame:
     return batch.join(existing.select(*EVENT_KEY), EVENT_KEY, "left_anti")
 
 
-def append_new_events(store, events: DataFrame) -> int:
+def append_new_events(store, events: DataFrame, conf: StorageConf) -> int:
     """Append the events no earlier drop delivered; return how many were committed.
 
-    The batch is anti-joined with the table's rows of the batch's event dates at the latest
-    version, and committed on top of exactly that version: a concurrent ingest that committed in
-    between makes this write fail with ConcurrentWriteError instead of adding its rows twice. A
-    drop with nothing new commits an empty append (a version that adds no file), so every ingest
-    run records the events version it left.
+    The batch is anti-joined with the table's rows of the batch's months at the latest version,
+    and committed on top of exactly that version: a concurrent ingest that committed in between
+    makes this write fail with ConcurrentWriteError instead of adding its rows twice. A drop with
+    nothing new commits an empty append (a version that adds no file), so every ingest run records
+    the events version it left. Files: the batch is range-partitioned by (month, time) into one
+    task per ``conf.rows_per_file`` rows, so a backfill of years writes about one file per month
+    and a nightly drop one file; months left with ``conf.compact_min_files`` files are compacted.
     """
     base = store.latest_version(S.EVENTS.name)
+    months = sorted(r[0] for r in events.select(S.EVENT_MONTH).distinct().collect())
     if base is not None:
-        dates = [r[0] for r in events.select(S.EVENT_DATE).distinct().collect()]
-        existing = store.read(S.EVENTS.name, version=base).where(F.col(S.EVENT_DATE).isin(dates))
+        existing = store.read(S.EVENTS.name, version=base, partitions={S.EVENT_MONTH: months})
         events = new_events(events, existing)
-    new = conform_exact(events, S.EVENTS).repartition(S.EVENT_DATE).persist(StorageLevel.MEMORY_AND_DISK)
+    new = conform_exact(events, S.EVENTS).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         count = new.count()
         if count == 0 and base is not None:
             log.info("events: every event of this drop is already in version %d; no file added", base)
-        # one file per date
-        store.write(new, S.EVENTS.name, mode="append", partition_by=S.EVENTS.partition_by,
+        tasks = max(1, -(-count // conf.rows_per_file))
+        laid_out = (new.repartitionByRange(tasks, S.EVENT_MONTH, S.EVENT_TS)
+                    .sortWithinPartitions(S.EVENT_MONTH, S.EVENT_TS))
+        store.write(laid_out, S.EVENTS.name, mode="append", partition_by=S.EVENTS.partition_by,
                     expected_rows=count, base_version=NO_TABLE if base is None else base)
-        return count
     finally:
         new.unpersist()
+    store.compact(S.EVENTS.name, S.EVENT_MONTH, months, conf.compact_min_files, conf.target_file_mb << 20)
+    return count
 
 
 def load(ctx: JobContext, classified: Dict[str, DataFrame]) -> int:
     """Write every table; returns the number of events this drop added to ``events``."""
     cfg, store, run_id = ctx.cfg, ctx.store, ctx.cfg.run.run_id
-    added = append_new_events(store, to_events(classified[INTERACTIONS], run_id))
+    added = append_new_events(store, to_events(classified[INTERACTIONS], run_id), cfg.storage)
     for name, spec in ((CATALOG, S.ITEMS), (USER_TABLE, S.USERS)):
         if name in classified:
             valid = classified[name].where(F.col(S.REASON).isNull())

@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 
 from libs import schema as S
 from libs.contract import conform_exact
+from libs.features import month_of
 from libs.log import step
 from libs.ranking import (BLEND_RECORD, NO_ITEM, blend, fit_blend_weights, query_columns, retrieval_scores,
                           standardize, top_k_rows, union_candidates)
@@ -98,19 +99,28 @@ def queries(user_sequences: DataFrame, split: str, seen: DataFrame) -> DataFrame
 
 # --- transform ------------------------------------------------------------------------------
 
-def fallback_window_end(event_dates: List[str], run_date: dt.date) -> Optional[dt.date]:
-    """The last event date (of the events table's partitions) on or before the run date, so a
-    replayed or late log still has a window; None without one."""
-    days = [d for d in (dt.date.fromisoformat(v) for v in event_dates) if d <= run_date]
-    return max(days, default=None)
+def fallback_window(store, run_date: dt.date, days: int) -> Tuple[Optional[dt.date], List[str]]:
+    """The last event date on or before the run date (so a replayed or late log still has a
+    window) and the EVENT_MONTH partitions of the ``days`` days up to it; (None, []) without one.
+
+    Months come from the log; only the latest months are opened, newest first, until one has an
+    event dated on or before the run date (usually the first).
+    """
+    months = [m for m in store.partition_values(S.EVENTS.name, S.EVENT_MONTH) if m <= month_of(run_date)]
+    for month in reversed(months):
+        last = (store.read(S.EVENTS.name, partitions={S.EVENT_MONTH: [month]})
+                .where(F.col(S.EVENT_DATE) <= F.lit(run_date)).agg(F.max(S.EVENT_DATE)).first()[0])
+        if last is not None:
+            first = month_of(last - dt.timedelta(days=days - 1))
+            return last, [m for m in months if first <= m <= month]
+    return None, []
 
 
 def popular_fallback(events: DataFrame, vocab_items: DataFrame, last_day: Optional[dt.date], days: int,
                      k: int) -> DataFrame:
     """(rank, item_idx, score) of the K most popular items of the ``days`` days up to ``last_day``.
 
-    The window filters the partition column, so only its days' files are read. Only K rows reach
-    the driver.
+    Only K rows reach the driver.
     """
     schema = f"{S.RANK} int, {S.ITEM_IDX} int, {S.SCORE} double"
     if last_day is None:
@@ -382,9 +392,8 @@ def run(ctx: JobContext, profile: Optional[Profile] = None) -> Dict[str, int]:
         users = (vocab_users.select(S.USER_IDX).join(serving, S.USER_IDX, "left")
                  .fillna(0, [S.SEQ_LEN]))
         with profile.wall("fallback"):
-            last_day = fallback_window_end(store.partition_values(S.EVENTS.name, S.EVENT_DATE), cfg.run_date)
-            window = [str(last_day - dt.timedelta(days=d)) for d in range(cfg.recommend.fallback_days)] if last_day else []
-            fallback = popular_fallback(store.read(S.EVENTS.name, partitions={S.EVENT_DATE: window}), vocab_items,
+            last_day, months = fallback_window(store, cfg.run_date, cfg.recommend.fallback_days)
+            fallback = popular_fallback(store.read(S.EVENTS.name, partitions={S.EVENT_MONTH: months}), vocab_items,
                                         last_day, cfg.recommend.fallback_days, cfg.recommend.k)
         n_partitions = max(ctx.spark.sparkContext.defaultParallelism, 2)
         rows = recommend(users.repartition(n_partitions, S.USER_IDX), assets, fallback, profile).persist(

@@ -47,6 +47,9 @@ class SparkConf:
 class StorageConf:
     warehouse: str = "warehouse"        # root folder/URI of all Delta tables and the model store
     backend: str = "auto"               # auto | spark | delta-rs
+    rows_per_file: int = 2_000_000      # appended events: one file per this many rows (and per month touched)
+    compact_min_files: int = 16         # after an append, a partition with this many files or more is compacted
+    target_file_mb: int = 128           # size compaction aims at
 
 
 @dataclass
@@ -67,6 +70,7 @@ class SourceConf:
 @dataclass
 class DatasetConf:
     name: str = ""
+    root: Optional[str] = None          # folder that relative source paths are under (default: the working dir)
     interactions: SourceConf = field(default_factory=SourceConf)
     items: SourceConf = field(default_factory=SourceConf)
     users: Optional[SourceConf] = None
@@ -259,11 +263,22 @@ def load_config(env: Optional[str] = None, dataset: Optional[str] = None,
     merged = deep_merge(merged, override_tree)
     cfg = build(Config, merged, "")
     _validate(cfg)
+    _resolve_dataset_root(cfg.dataset)
     if not cfg.run.date:
         cfg.run.date = dt.datetime.now(dt.timezone.utc).date().isoformat()
     if not cfg.run.run_id:
         cfg.run.run_id = f"{cfg.run.date}-{uuid.uuid4().hex[:8]}"
     return cfg
+
+
+def _resolve_dataset_root(dataset: DatasetConf) -> None:
+    """Relative source paths are under ``dataset.root`` (pkg: paths and URIs are left alone)."""
+    if not dataset.root:
+        return
+    for src in (dataset.interactions, dataset.items, dataset.users):
+        if src is not None and src.path and not src.path.startswith("pkg:") and "://" not in src.path \
+                and not os.path.isabs(src.path):
+            src.path = join_path(dataset.root, src.path)
 
 
 def build(cls, data: Any, path: str):
@@ -328,6 +343,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(msg)
 
     need(cfg.storage.backend in ("auto", "spark", "delta-rs"), "storage.backend must be auto, spark or delta-rs")
+    need(min(cfg.storage.rows_per_file, cfg.storage.compact_min_files, cfg.storage.target_file_mb) >= 1,
+         "storage.rows_per_file, storage.compact_min_files and storage.target_file_mb must be >= 1")
     need(cfg.recommend.mode in ("evaluate", "production"), "recommend.mode must be evaluate or production")
     need(0 <= cfg.ingest.max_bad_ratio <= 1, "ingest.max_bad_ratio must be in [0, 1]")
     need(cfg.train.num_proc >= 1, "train.num_proc must be >= 1")

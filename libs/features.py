@@ -13,14 +13,19 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from libs.schema import EVENT_DATE
+from libs.schema import EVENT_DATE, EVENT_MONTH
 
 PAD = 0  # index 0 of every id vocabulary: padding / unknown
 
 
+def month_of(day: dt.date) -> str:
+    """The EVENT_MONTH partition value of a date."""
+    return day.strftime("%Y-%m")
+
+
 def events_until(events: DataFrame, run_date: dt.date) -> DataFrame:
-    """The events a run for ``run_date`` sees: those dated on or before it (prunes EVENT_DATE)."""
-    return events.where(F.col(EVENT_DATE) <= F.lit(run_date))
+    """The events a run for ``run_date`` sees: those dated on or before it (prunes EVENT_MONTH)."""
+    return events.where((F.col(EVENT_MONTH) <= F.lit(month_of(run_date))) & (F.col(EVENT_DATE) <= F.lit(run_date)))
 
 
 # --- vocabularies -----------------------------------------------------------------------------

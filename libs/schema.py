@@ -14,7 +14,8 @@ ITEM_ID = "item_id"              # original item id (string)
 EVENT_TS = "event_ts"            # event time (timestamp, UTC)
 EVENT_TYPE = "event_type"
 VALUE = "value"                  # optional explicit value (a rating); implicit feedback ignores it
-EVENT_DATE = "event_date"        # partition column of events (date of EVENT_TS, UTC)
+EVENT_DATE = "event_date"        # date of EVENT_TS (UTC)
+EVENT_MONTH = "event_month"      # partition column of events: "YYYY-MM" of EVENT_DATE (README "Storage layout")
 SOURCE_FILE = "source_file"
 RUN_DATE = "run_date"            # partition column of per-run tables (date)
 RUN_ID = "run_id"
@@ -118,8 +119,8 @@ _INTS, _FLOATS, _STRS = T.ArrayType(_I, False), T.ArrayType(_F, False), T.ArrayT
 EVENTS = TableSpec("events", T.StructType([
     _f(USER_ID, _S, False), _f(ITEM_ID, _S, False), _f(EVENT_TS, _TS, False),
     _f(EVENT_TYPE, _S, False), _f(VALUE, _D), _f(SOURCE_FILE, _S), _f(RUN_ID, _S),
-    _f(EVENT_DATE, _DATE, False),
-]), (EVENT_DATE,), "validated, deduplicated interactions")
+    _f(EVENT_DATE, _DATE, False), _f(EVENT_MONTH, _S, False),
+]), (EVENT_MONTH,), "validated, deduplicated interactions")
 
 ITEMS = TableSpec("items", T.StructType([
     _f(ITEM_ID, _S, False), _f(TITLE, _S), _f(GENRES, _STRS), _f(YEAR, _I),

@@ -25,6 +25,7 @@ the active files of a version and Spark reads them), so time travel works the sa
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -256,9 +257,27 @@ class DeltaStore:
             files = self.active_files(table, version)
         if not files:
             return self.spark.createDataFrame([], schema)
-        df = (self.spark.read.schema(schema).option("basePath", self.path(table))
-              .parquet(*files))
+        with self._driver_side_listing(len(files)):
+            df = (self.spark.read.schema(schema).option("basePath", self.path(table))
+                  .parquet(*files))
         return df.select(*[f.name for f in schema.fields])
+
+    @contextlib.contextmanager
+    def _driver_side_listing(self, paths: int):
+        """Above ``spark.sql.sources.parallelPartitionDiscovery.threshold`` paths (32) Spark lists
+        them with a Spark job, one task per path; the paths here are files from the Delta log, so
+        that job only stats them again (seconds for a table of a few hundred files on local[2]).
+        The driver stats them instead while the DataFrame is built."""
+        key = "spark.sql.sources.parallelPartitionDiscovery.threshold"
+        previous = self.spark.conf.get(key, None)
+        self.spark.conf.set(key, str(max(paths, 32)))
+        try:
+            yield
+        finally:
+            if previous is None:
+                self.spark.conf.unset(key)
+            else:
+                self.spark.conf.set(key, previous)
 
     # --- write --------------------------------------------------------------------------
 
@@ -404,6 +423,38 @@ class DeltaStore:
         except CommitFailedError as exc:
             raise conflict from exc
         return base + 1
+
+    # --- maintenance --------------------------------------------------------------------
+
+    def compact(self, table: str, column: str, values: Iterable[str], min_files: int, target_bytes: int) -> List[str]:
+        """Compact the partitions ``column`` = one of ``values`` that hold ``min_files`` active
+        files or more: their small files are rewritten into files of about ``target_bytes`` in one
+        commit that changes no data (Delta's OPTIMIZE: ``dataChange=false``, readers of any version
+        see the same rows). Returns the partition values compacted; pins the new version."""
+        counts: Dict[Optional[str], int] = {}
+        for _, parts in self._files_by_partition(table, [column]):
+            counts[parts[column]] = counts.get(parts[column], 0) + 1
+        crowded = sorted(v for v in set(values) if counts.get(v, 0) >= min_files)
+        if not crowded:
+            return []
+        start = time.perf_counter()
+        if self.backend == "spark":
+            from delta.tables import DeltaTable as SparkDeltaTable
+
+            condition = f"`{column}` IN ({', '.join(_sql_literal(v) for v in crowded)})"
+            SparkDeltaTable.forPath(self.spark, self.path(table)).optimize().where(condition).executeCompaction()
+        else:
+            from deltalake import CommitProperties
+
+            self._delta_table(table).optimize.compact(
+                partition_filters=[(column, "in", crowded)], target_size=target_bytes,
+                commit_properties=CommitProperties(custom_metadata={"run_id": self.run_id or "", "mode": "compact"},
+                                                   max_commit_retries=0))
+        version = self.latest_version(table)
+        self.pins[table] = self.writes[table] = version
+        log.info("table %s: compacted %d partition(s) of %d+ files (%s..%s) as version %d in %.1fs", table,
+                 len(crowded), min_files, crowded[0], crowded[-1], version, time.perf_counter() - start)
+        return crowded
 
     # --- files (Hadoop FileSystem through the JVM: local, HDFS, s3a alike) --------------
 

@@ -114,7 +114,7 @@ def test_sigkill_during_a_write_then_rerun_equals_an_uninterrupted_run(spark, dr
     assert committed_events == (moment == "events committed, items staged")
     assert not store.exists(S.ITEMS.name)
     if moment == "events staged, not committed":  # its files sit in the table folder, not in the log
-        assert list((root / S.EVENTS.name).glob("event_date=*/*.parquet"))
+        assert list((root / S.EVENTS.name).glob("event_month=*/*.parquet"))
 
     _rerun(root, drop)
     assert _content(spark, str(root)) == reference

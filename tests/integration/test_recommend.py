@@ -46,9 +46,13 @@ def _write_fixture_tables(spark, store):
           + [(1, 8, 0.0, "train")])
     write(S.USER_SEQUENCES, [(u, "serve", (items[-3:] + [0, 0, 0])[:3], [1, 0, 0], min(len(items), 3), 0)
                              for u, items in SEEN.items()])
-    events = [(u, i, dt.datetime(2024, 1, 10), "rating", None, "f", "r", dt.date(2024, 1, 10)) for u, i in RECENT]
-    events += [(u, i, dt.datetime(2023, 6, 1), "rating", None, "f", "r", dt.date(2023, 6, 1)) for u, i in OLD]
-    write(S.EVENTS, events)
+    write(S.EVENTS, [_event(u, i, dt.date(2024, 1, 10)) for u, i in RECENT]
+          + [_event(u, i, dt.date(2023, 6, 1)) for u, i in OLD])
+
+
+def _event(user, item, day):
+    return (user, item, dt.datetime(day.year, day.month, day.day), "rating", None, "f", "r", day,
+            day.strftime("%Y-%m"))
 
 
 def _save_untrained_models(cfg):
@@ -121,12 +125,18 @@ def test_user_without_history_gets_recent_popular_fallback(ctx):
     assert fallback == [(1, "i2", 2.0, "fallback"), (2, "i6", 2.0, "fallback"), (3, "i3", 1.0, "fallback")]
 
 
-def test_fallback_window_ends_at_the_last_event_date_up_to_the_run_date():
-    from jobs.recommend import fallback_window_end
+def test_fallback_window_ends_at_the_last_event_date_up_to_the_run_date(spark, store):
+    from jobs.recommend import fallback_window
 
-    dates = ["2023-06-01", "2024-01-10", "2024-02-01"]
-    assert fallback_window_end(dates, RUN_DATE) == dt.date(2024, 1, 10)  # a later date (late replay) is ignored
-    assert fallback_window_end(dates, dt.date(2023, 1, 1)) is None
+    days = [dt.date(2023, 6, 1), dt.date(2023, 12, 20), dt.date(2024, 1, 10), dt.date(2024, 1, 20),
+            dt.date(2024, 2, 1)]
+    store.write(spark.createDataFrame([_event("u1", "i1", d) for d in days], S.EVENTS.schema), S.EVENTS.name,
+                partition_by=list(S.EVENTS.partition_by))
+    # later dates (a late replay) are ignored, also inside the run date's month; the window spans months
+    assert fallback_window(store, RUN_DATE, 30) == (dt.date(2024, 1, 10), ["2023-12", "2024-01"])
+    assert fallback_window(store, RUN_DATE, 5) == (dt.date(2024, 1, 10), ["2024-01"])
+    assert fallback_window(store, dt.date(2024, 1, 5), 30) == (dt.date(2023, 12, 20), ["2023-12"])
+    assert fallback_window(store, dt.date(2023, 1, 1), 30) == (None, [])
 
 
 def test_output_is_deterministic_and_a_rerun_replaces_the_date(ctx):

@@ -49,10 +49,10 @@ def test_every_event_reason_and_dedup(spark, tmp_path):
     assert len(out) == len(lines)  # header dropped, every line classified exactly once
     assert {r[S.RAW_RECORD]: r[S.REASON] for r in out} == lines  # \r stripped from the raw text
     events = ingest.to_events(spark.createDataFrame(out), "run-1").collect()
-    assert sorted((e[S.USER_ID], e[S.ITEM_ID], e[S.EVENT_TS], e[S.EVENT_TYPE], e[S.VALUE], e[S.EVENT_DATE])
-                  for e in events) == [
-        ("u1", "i1", _ts(100), "rating", 4.0, dt.date(1970, 1, 1)),
-        ("u3", "i2", _ts(300.5), "click", None, dt.date(1970, 1, 1))]
+    assert sorted((e[S.USER_ID], e[S.ITEM_ID], e[S.EVENT_TS], e[S.EVENT_TYPE], e[S.VALUE], e[S.EVENT_DATE],
+                   e[S.EVENT_MONTH]) for e in events) == [
+        ("u1", "i1", _ts(100), "rating", 4.0, dt.date(1970, 1, 1), "1970-01"),
+        ("u3", "i2", _ts(300.5), "click", None, dt.date(1970, 1, 1), "1970-01")]
 
 
 def test_catalog_check_is_optional(spark, tmp_path):
@@ -170,7 +170,7 @@ def test_run_writes_every_row_once_and_reruns_replace(spark, store, warehouse, t
         assert sorted((q[S.SOURCE_TABLE], q[S.REASON], q[S.RUN_DATE]) for q in quarantine) == [
             ("interactions", ingest.DUPLICATE_EVENT, dt.date(2024, 1, 15)),
             ("interactions", ingest.ITEM_NOT_IN_CATALOG, dt.date(2024, 1, 15))]
-    assert store.partition_columns(S.EVENTS.name) == [S.EVENT_DATE]
+    assert store.partition_columns(S.EVENTS.name) == [S.EVENT_MONTH]
     assert store.schema(S.QUARANTINE.name) == S.QUARANTINE.schema
 
 
@@ -269,3 +269,28 @@ def test_drops_are_idempotent_and_late_events_are_added(spark, store, warehouse,
     ingest.run(ctx2)
     ingest.run(ctx1)
     assert _events(store) == sorted(first | late) and store.active_files(S.EVENTS.name) == files
+
+
+def test_events_are_monthly_files_and_crowded_months_get_compacted(spark, store, warehouse, tmp_path):
+    # a backfill of three months: one file per month; then nightly drops add one file each to January
+    backfill = [f"u{i}\t1\t5\t{_epoch(dt.date(2023, 11 + i % 3, 1) if i % 3 < 2 else dt.date(2024, 1, 1))}"
+                for i in range(6)]
+    (tmp_path / "b").mkdir()
+    conf = {"storage.compact_min_files": 3, "ingest.max_days_after_run_date": 30}
+    assert ingest.run(JobContext(spark, make_config(warehouse, **conf, **_small_adapter(tmp_path / "b", backfill)),
+                                 store))[S.EVENTS.name] == 6
+    months = [parts[S.EVENT_MONTH] for _, parts in store._files_by_partition(S.EVENTS.name, [S.EVENT_MONTH])]
+    assert sorted(months) == ["2023-11", "2023-12", "2024-01"]
+    for night in (2, 3):
+        (tmp_path / str(night)).mkdir()
+        drop = _small_adapter(tmp_path / str(night), [f"u9\t2\t4\t{_epoch(dt.date(2024, 1, night))}"])
+        ingest.run(JobContext(spark, make_config(warehouse, **conf, **drop), store))
+    before_compaction = store.latest_version(S.EVENTS.name) - 1
+    january = [u for u, parts in store._files_by_partition(S.EVENTS.name, [S.EVENT_MONTH])
+               if parts[S.EVENT_MONTH] == "2024-01"]
+    assert len(january) == 1  # the third file of January triggered its compaction
+    assert store.history(S.EVENTS.name)[0]["operation"] == "OPTIMIZE"
+    assert _events(store) == sorted(
+        (e[S.USER_ID], e[S.ITEM_ID], e[S.EVENT_TS], str(e[S.EVENT_DATE]))
+        for e in store.read(S.EVENTS.name, version=before_compaction).collect())  # same rows, fewer files
+    assert store.num_rows(S.EVENTS.name) == 8

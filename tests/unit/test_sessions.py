@@ -13,8 +13,10 @@ T0 = dt.datetime(2024, 1, 15, 8, 0, 0)
 
 
 def _events(spark, rows):
-    data = [(u, i, T0 + dt.timedelta(seconds=s), (T0 + dt.timedelta(seconds=s)).date()) for u, i, s in rows]
-    return spark.createDataFrame(data, "user_id string, item_id string, event_ts timestamp, event_date date")
+    times = [(u, i, T0 + dt.timedelta(seconds=s)) for u, i, s in rows]
+    return spark.createDataFrame([(u, i, t, t.date(), t.strftime("%Y-%m")) for u, i, t in times],
+                                 "user_id string, item_id string, event_ts timestamp, event_date date, "
+                                 "event_month string")
 
 
 def test_gap_boundary_and_tie_order(spark):

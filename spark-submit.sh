@@ -64,18 +64,24 @@ for kv in "${SPARK_CONF[@]}"; do
 done
 if [[ "$MASTER" == local* ]]; then
   export PYSPARK_PYTHON="$PY" PYSPARK_DRIVER_PYTHON="$PY" NIGHTREC_CONF_DIR="$PWD/conf"
-elif [[ -n "${PYSPARK_ENV_ARCHIVE:-}" ]]; then
-  ARCHIVES+=",${PYSPARK_ENV_ARCHIVE}#environment"
-  # spark.pyspark.python is what executors start their Python workers with (and what
-  # libs/training.py starts the Horovod ranks with): the unpacked archive in their work dir.
-  ARGS+=(--conf spark.pyspark.python=./environment/bin/python
-         --conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python
-         --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python)
-  export PYSPARK_PYTHON=./environment/bin/python
-  if [[ "$DEPLOY_MODE" == client ]]; then
-    # The driver runs here, where ./environment does not exist: it keeps this checkout's venv.
-    ARGS+=(--conf spark.pyspark.driver.python="$PY")
-    export PYSPARK_DRIVER_PYTHON="$PY"
+else
+  # Horovod's ranks are processes of their own, started from a Spark task's environment: they do
+  # not get the sys.path PySpark's worker builds from the py-files, so the bundle is on the
+  # executors' PYTHONPATH too (relative: each executor's work dir holds it, and ranks start there).
+  ARGS+=(--conf "spark.executorEnv.PYTHONPATH=$(basename "$BUNDLE")")
+  if [[ -n "${PYSPARK_ENV_ARCHIVE:-}" ]]; then
+    ARCHIVES+=",${PYSPARK_ENV_ARCHIVE}#environment"
+    # spark.pyspark.python is what executors start their Python workers with (and what
+    # libs/training.py starts the Horovod ranks with): the unpacked archive in their work dir.
+    ARGS+=(--conf spark.pyspark.python=./environment/bin/python
+           --conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python
+           --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python)
+    export PYSPARK_PYTHON=./environment/bin/python
+    if [[ "$DEPLOY_MODE" == client ]]; then
+      # The driver runs here, where ./environment does not exist: it keeps this checkout's venv.
+      ARGS+=(--conf spark.pyspark.driver.python="$PY")
+      export PYSPARK_DRIVER_PYTHON="$PY"
+    fi
   fi
 fi
 ARGS+=(--archives "$ARCHIVES" --conf spark.executorEnv.NIGHTREC_CONF_DIR=conf --conf spark.yarn.appMasterEnv.NIGHTREC_CONF_DIR=conf)

@@ -24,7 +24,8 @@ READERS_STAMP = $(READERS_VENV)/.installed-$(shell cat requirements-readers.txt 
 DATE ?= 2024-01-15
 
 .PHONY: setup check-java nightly test test-quick bench-prep bench-train bench-recommend bench-quality dist clean \
-	airflow-env airflow-test airflow-dags-test readers-env readers-test
+	airflow-env airflow-test airflow-dags-test readers-env readers-test \
+	cluster-up cluster-down cluster-status cluster-env cluster-nightly cluster-test
 
 setup: check-java $(STAMP)
 
@@ -109,6 +110,32 @@ $(READERS_STAMP): requirements-readers.txt
 
 readers-test: setup readers-env
 	$(PY) -m pytest -m readers tests/readers $(PYTEST_ARGS)
+
+# A standalone Spark cluster on this machine (README "Standalone cluster on one machine"): a master
+# and two 1-core workers on 127.0.0.1, pids/logs/work dirs under .cluster/ (standalone-cluster.sh).
+CLUSTER_MASTER ?= spark://127.0.0.1:$(or $(NIGHTREC_CLUSTER_PORT),7077)
+
+cluster-up: setup
+	./standalone-cluster.sh up
+
+cluster-down:
+	./standalone-cluster.sh down
+
+cluster-status:
+	./standalone-cluster.sh status
+
+# The executors' Python: .venv packed with venv-pack (without the editable install of this checkout).
+cluster-env: setup
+	./standalone-cluster.sh env
+
+# The nightly on the standalone cluster; executors use only the wheel, conf.zip and the packed env.
+cluster-nightly: cluster-env cluster-up
+	SPARK_LOCAL_IP=127.0.0.1 PYSPARK_ENV_ARCHIVE=$(CURDIR)/.cluster/environment.tar.gz \
+	  ./spark-submit.sh --master $(CLUSTER_MASTER) --env standalone pipelines.nightly $(ARGS)
+
+# The cluster run against a local[2] run of the same date (tests/cluster, marker `cluster`).
+cluster-test: cluster-env cluster-up
+	NIGHTREC_CLUSTER_MASTER=$(CLUSTER_MASTER) $(PY) -m pytest -m cluster tests/cluster $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -8,7 +8,8 @@
 #   ./spark-submit.sh jobs.ingest --set ingest.max_bad_ratio=0.01
 #
 # It builds the executor bundle (a wheel of libs/jobs/pipelines, never committed) into dist/,
-# ships it with --py-files and conf/ with --archives, and turns the spark.conf entries of
+# ships it with --py-files (as dist/nightrec-*.zip: PySpark imports only .zip/.egg/.jar py-files)
+# and conf/ with --archives, and turns the spark.conf entries of
 # conf/base.yaml + conf/<env>.yaml into --conf flags (driver memory must be known before the JVM
 # starts, so these cannot be set from inside the job). On a cluster, executors need a Python with
 # the pinned stack: set PYSPARK_ENV_ARCHIVE to a venv-pack/conda-pack archive and it is shipped as
@@ -22,7 +23,7 @@ while [[ $# -gt 0 ]]; do
     --master) MASTER="$2"; shift 2 ;;
     --env) ENV_NAME="$2"; shift 2 ;;
     --deploy-mode) DEPLOY_MODE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -38,6 +39,10 @@ MASTER="${MASTER:-local[*]}"
 make --no-print-directory setup dist >/dev/null
 PY="$PWD/.venv/bin/python"
 WHEEL="$(ls -t dist/nightrec-*.whl | head -1)"
+# PySpark puts only .zip/.egg/.jar py-files on the Python workers' sys.path (a .whl is shipped but
+# never importable there): ship the wheel's bytes under a .zip name (pure Python, so zipimport reads it).
+BUNDLE="${WHEEL%.whl}.zip"
+cp "$WHEEL" "$BUNDLE"
 rm -f dist/conf.zip && (cd conf && "$PY" -c "import shutil; shutil.make_archive('../dist/conf', 'zip', '.')")
 
 mapfile -t SPARK_CONF < <("$PY" - "$ENV_NAME" <<'PYEOF'
@@ -50,7 +55,7 @@ for key, value in (merged.get("spark", {}).get("conf") or {}).items():
 PYEOF
 )
 ARCHIVES="dist/conf.zip#conf"
-ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "nightrec-${MODULE}" --py-files "$WHEEL")
+ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "nightrec-${MODULE}" --py-files "$BUNDLE")
 for kv in "${SPARK_CONF[@]}"; do
   case "$kv" in
     spark.driver.memory=*) ARGS+=(--driver-memory "${kv#*=}") ;;
@@ -59,11 +64,25 @@ for kv in "${SPARK_CONF[@]}"; do
 done
 if [[ "$MASTER" == local* ]]; then
   export PYSPARK_PYTHON="$PY" PYSPARK_DRIVER_PYTHON="$PY" NIGHTREC_CONF_DIR="$PWD/conf"
-elif [[ -n "${PYSPARK_ENV_ARCHIVE:-}" ]]; then
-  ARCHIVES+=",${PYSPARK_ENV_ARCHIVE}#environment"
-  ARGS+=(--conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python
-         --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python)
-  export PYSPARK_PYTHON=./environment/bin/python
+else
+  # Horovod's ranks are processes of their own, started from a Spark task's environment: they do
+  # not get the sys.path PySpark's worker builds from the py-files, so the bundle is on the
+  # executors' PYTHONPATH too (relative: each executor's work dir holds it, and ranks start there).
+  ARGS+=(--conf "spark.executorEnv.PYTHONPATH=$(basename "$BUNDLE")")
+  if [[ -n "${PYSPARK_ENV_ARCHIVE:-}" ]]; then
+    ARCHIVES+=",${PYSPARK_ENV_ARCHIVE}#environment"
+    # spark.pyspark.python is what executors start their Python workers with (and what
+    # libs/training.py starts the Horovod ranks with): the unpacked archive in their work dir.
+    ARGS+=(--conf spark.pyspark.python=./environment/bin/python
+           --conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python
+           --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python)
+    export PYSPARK_PYTHON=./environment/bin/python
+    if [[ "$DEPLOY_MODE" == client ]]; then
+      # The driver runs here, where ./environment does not exist: it keeps this checkout's venv.
+      ARGS+=(--conf spark.pyspark.driver.python="$PY")
+      export PYSPARK_DRIVER_PYTHON="$PY"
+    fi
+  fi
 fi
 ARGS+=(--archives "$ARCHIVES" --conf spark.executorEnv.NIGHTREC_CONF_DIR=conf --conf spark.yarn.appMasterEnv.NIGHTREC_CONF_DIR=conf)
 

@@ -67,7 +67,26 @@ def get_spark(cfg: Config) -> SparkSession:
         spark.sparkContext.setLogLevel("WARN")
     log.info("spark %s, master %s, app %s", spark.version, spark.sparkContext.master,
              spark.sparkContext.appName)
+    if not spark.sparkContext.master.startswith("local"):
+        log.info("executor code: %s", executor_code_origins(spark))
     return spark
+
+
+def code_origin() -> dict:
+    """Where this process runs and imports the pipeline from: ``libs`` (from a shipped wheel:
+    ``.../nightrec-*.zip/libs/__init__.py``), the interpreter, the working directory, PYTHONPATH."""
+    import libs
+
+    return {"libs": libs.__file__, "python": sys.executable, "cwd": os.getcwd(),
+            "pythonpath": os.environ.get("PYTHONPATH", "")}
+
+
+def executor_code_origins(spark: SparkSession, tasks: int = 0) -> list:
+    """:func:`code_origin` of the executors' Python workers (one task per default slot), distinct:
+    on a cluster the pipeline must come from what spark-submit ships, never a source tree."""
+    n = tasks or spark.sparkContext.defaultParallelism
+    rows = spark.sparkContext.parallelize(range(n), n).map(lambda _: code_origin()).collect()
+    return [dict(t) for t in sorted({tuple(sorted(r.items())) for r in rows})]
 
 
 def _log4j_options(log_file: str):

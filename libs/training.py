@@ -285,6 +285,9 @@ def train_fn(task: TrainTask) -> Optional[dict]:
     if rank == 0:
         log.info("training %s on %d rank(s) (%s): %d rows, %d steps/epoch of %d x %d, lr %.4g",
                  task.model, size, device, task.train_rows, steps, size, conf.batch_size, learning_rate)
+        from libs.spark import code_origin
+
+        log.info("rank code: %s", code_origin())
 
     spec = model_def(task.model)
     model = build_model(task.model, task.specs, conf)
@@ -354,7 +357,8 @@ def task_slots(spark) -> Optional[int]:
     """Spark tasks that can run at once, when the configuration fixes it up front.
 
     ``local[N]``: N (``local[*]``: the cores); static executors: ``spark.executor.instances`` x
-    ``spark.executor.cores``; each divided by ``spark.task.cpus``. None when unknown (dynamic
+    ``spark.executor.cores``; a standalone master (``spark://``): ``spark.cores.max``, the most
+    cores the application gets; each divided by ``spark.task.cpus``. None when unknown (dynamic
     allocation can add executors): then only the start timeout bounds the wait.
     """
     import os
@@ -368,9 +372,21 @@ def task_slots(spark) -> Optional[int]:
     elif (conf.get("spark.dynamicAllocation.enabled", "false").lower() != "true"
           and conf.get("spark.executor.instances") and conf.get("spark.executor.cores")):
         cores = int(conf.get("spark.executor.instances")) * int(conf.get("spark.executor.cores"))
+    elif sc.master.startswith("spark://") and conf.get("spark.cores.max"):
+        cores = int(conf.get("spark.cores.max"))
     else:
         return None
     return cores // int(conf.get("spark.task.cpus", "1"))
+
+
+def rank_python(spark) -> str:
+    """The Python the Horovod ranks start with: the executors' own (``spark.pyspark.python``, e.g.
+    a shipped ``./environment/bin/python`` relative to each executor's work dir), else the
+    driver's. Horovod's default is the driver's ``sys.executable``, which on a cluster is a path
+    that only the driver has (here: the checkout's venv, with the source tree installed)."""
+    import sys
+
+    return spark.sparkContext.getConf().get("spark.pyspark.python") or sys.executable
 
 
 def run_training(task: TrainTask, num_proc: int, start_timeout_s: int = DEFAULT_START_TIMEOUT_S) -> dict:
@@ -392,11 +408,14 @@ def run_training(task: TrainTask, num_proc: int, start_timeout_s: int = DEFAULT_
             f"train.num_proc={num_proc} Horovod ranks need {num_proc} Spark tasks at once, but this Spark "
             f"application has {slots} task slot(s): set --set train.num_proc={slots} or give Spark more "
             "cores (e.g. spark.master local[N], or more executors/spark.executor.cores)")
-    log.info("starting %d Horovod rank(s) for %s (start timeout %ds)", num_proc, task.model, start_timeout_s)
+    executable = rank_python(SparkSession.getActiveSession())
+    log.info("starting %d Horovod rank(s) for %s (start timeout %ds, python %s)", num_proc, task.model,
+             start_timeout_s, executable)
     stdout, stderr = rank_outputs()  # the ranks' output: to the run's log file, progress to the console
     try:
         results = horovod.spark.run(train_fn, args=(task,), num_proc=num_proc, start_timeout=start_timeout_s,
-                                    use_gloo=True, verbose=1, stdout=stdout, stderr=stderr)
+                                    use_gloo=True, verbose=1, stdout=stdout, stderr=stderr,
+                                    executable=executable)
     except TimeoutException as exc:
         raise TrainingStartError(
             f"the {num_proc} Horovod ranks of {task.model} did not all start within train.start_timeout_s="

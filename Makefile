@@ -23,7 +23,7 @@ AIRFLOW_STAMP = $(AIRFLOW_VENV)/.installed-$(shell cat requirements-airflow.txt 
 READERS_STAMP = $(READERS_VENV)/.installed-$(shell cat requirements-readers.txt | sha256sum | cut -c1-16)
 DATE ?= 2024-01-15
 
-.PHONY: setup check-java nightly test test-quick bench-prep bench-train bench-recommend bench-quality dist clean \
+.PHONY: setup check-java nightly test test-quick bench-prep bench-train bench-recommend bench-quality bench-backfill bench-scale synthetic dist clean \
 	airflow-env airflow-test airflow-dags-test readers-env readers-test \
 	cluster-up cluster-down cluster-status cluster-env cluster-nightly cluster-test
 
@@ -75,6 +75,16 @@ bench-recommend: setup
 
 bench-quality: setup
 	$(PY) -m benchmarks.bench_quality $(ARGS)
+
+bench-backfill: setup
+	$(PY) -m benchmarks.bench_backfill $(ARGS)
+
+bench-scale: setup
+	$(PY) -m benchmarks.bench_scale $(ARGS)
+
+# A synthetic log, e.g. make synthetic ARGS="--events 1000000 --out data/synthetic" (libs/synthetic.py)
+synthetic: setup
+	$(PY) -m libs.synthetic $(ARGS)
 
 dist: setup
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .

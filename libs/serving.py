@@ -140,9 +140,11 @@ def served_model(name: str, path: str, item_content: Mapping[str, np.ndarray],
     def build():
         from libs.model_store import load_model_at
 
-        with (timer() if timer else _no_timer()):
-            return serve(name, load_model_at(path), item_content)
+        return serve(name, load_model_at(path), item_content)
 
+    if timer is not None and ("serve", path) not in _worker_cache:
+        with timer():  # the first load of this worker includes importing TensorFlow
+            return per_worker("serve", path, build)
     return per_worker("serve", path, build)
 
 
@@ -151,11 +153,6 @@ def loaded_model(path: str):
     from libs.model_store import load_model_at
 
     return per_worker("keras", path, lambda: load_model_at(path))
-
-
-@contextmanager
-def _no_timer():
-    yield
 
 
 class _MergeDicts:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -42,7 +41,7 @@ from libs.ranking import (BLEND_RECORD, NO_ITEM, blend, fit_blend_weights, query
                           standardize, top_k_rows, union_candidates)
 from libs.runtime import JobContext, job_main
 from libs.scoring import model_run_label
-from libs.serving import USER_BLOCK, Profile, ServedModel, serve
+from libs.serving import USER_BLOCK, Profile, ServedModel, served_model
 
 log = logging.getLogger(__name__)
 
@@ -50,28 +49,11 @@ SOURCE_RANKED = "ranked"
 SOURCE_FALLBACK = "fallback"
 SEEN = "seen"
 
-_served_models: Dict[str, ServedModel] = {}  # model path -> its serving functions, per Python worker
-
 
 def _served(assets: "ServingAssets", name: str, profile: Profile) -> ServedModel:
     """A model's serving functions, loaded and compiled once per Python worker (Spark reuses
     workers across tasks and stages), with TensorFlow held to the task's cores."""
-    path = assets.model_paths[name]
-    if path not in _served_models:
-        with profile.timed("load models"):
-            import tensorflow as tf
-
-            from libs.model_store import load_model_at
-
-            threads = int(os.environ.get("OMP_NUM_THREADS", "0"))  # Spark sets it to spark.task.cpus
-            if threads and not _served_models:
-                try:  # else every concurrent task's TensorFlow runs one thread per core of the machine
-                    tf.config.threading.set_intra_op_parallelism_threads(threads)
-                    tf.config.threading.set_inter_op_parallelism_threads(threads)
-                except RuntimeError:  # TensorFlow already ran in this process (not a Spark worker)
-                    pass
-            _served_models[path] = serve(name, load_model_at(path), assets.item_content)
-    return _served_models[path]
+    return served_model(name, assets.model_paths[name], assets.item_content, lambda: profile.timed("load models"))
 
 
 # --- extract --------------------------------------------------------------------------------

@@ -3,21 +3,24 @@
 extract: the Delta versions of the feature tables and the active files of each training table.
 train:   ``horovod.spark.run`` with ``train.num_proc`` ranks (:mod:`libs.training`); rank 0 saves the
          run to the model store.
-evaluate: the saved model, reloaded, on EVAL_CANDIDATES (NCF protocol HR@10 / NDCG@10; users'
-         histories from USER_FEATURES, item content from ITEM_FEATURES), DIEN also on SEQ_EXAMPLES
-         split=test (AUC); the popularity baseline on the same rows. Metrics go into the record and
-         the run is published as the model's latest.
+evaluate: on the executors (:mod:`libs.evaluation_protocols`): EVAL_CANDIDATES (NCF protocol HR@10 /
+         NDCG@10) joined in Spark with the users' histories (USER_FEATURES), serving windows
+         (USER_SEQUENCES split=serve) and item content (ITEM_FEATURES), grouped by user, scored by the
+         saved model loaded once per Python worker; DIEN also on SEQ_EXAMPLES split=test (AUC); the
+         popularity baseline on the same rows, the same way. The driver gets one row per protocol
+         (the means), nothing proportional to users x candidates. Metrics go into the record and the
+         run is published as the model's latest.
 
 Retrievers (the registry says which) also get each user's validation query (history before the
 second-latest interaction, items trained on excluded): rank 0 keeps the epoch with the best
-full-ranking NDCG@10 on it. With ``train.warm_start`` each model starts from its latest published
-run (another run id than this one) and trains at most ``train.warm_start_epochs`` epochs.
-Evaluation scores the candidates on the driver (ml-1m: 604k rows), see :mod:`libs.metrics`.
+full-ranking NDCG@10 on it. Those queries are collected on the driver and shipped to rank 0
+(O(users x history), see :func:`validation_queries`). With ``train.warm_start`` each model starts
+from its latest published run (another run id than this one) and trains at most
+``train.warm_start_epochs`` epochs.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -26,28 +29,18 @@ from pyspark.sql import functions as F
 
 from libs import schema as S
 from libs.conf import MODEL_NAMES
+from libs.evaluation_protocols import EvalTables, Evaluation, Metrics, ModelScorer, PopularityScorer, evaluate
 from libs.feature_specs import FeatureSpecs
 from libs.log import step
-from libs.metrics import auc, ncf_hit_ndcg, popularity_scores
 from libs.model_store import ModelStore
 from libs.runtime import JobContext, job_main
 
 log = logging.getLogger(__name__)
 
-EVAL_K = 10
 NCF_PROTOCOL, SEQUENCE_PROTOCOL = S.PROTOCOL_NCF, S.PROTOCOL_SEQUENCE
 ITEM_CONTENT = {S.TITLE_TOKENS: np.int32, S.GENRE_MULTI_HOT: np.float32, S.YEAR_BUCKET: np.int32}
 FEATURE_TABLES = (S.VOCAB_USERS, S.VOCAB_ITEMS, S.VOCAB_TOKENS, S.VOCAB_GENRES, S.USER_FEATURES,
                   S.ITEM_FEATURES, S.EVAL_CANDIDATES, S.SEQ_EXAMPLES, S.USER_SEQUENCES, S.CF_EXAMPLES)
-
-
-@dataclass
-class EvalData:
-    """The NCF candidates with every model input gathered per row, plus DIEN's test examples."""
-
-    candidates: Dict[str, np.ndarray]   # column -> (N,) or (N, L); includes LABEL
-    popularity: pd.Series               # POPULARITY by ITEM_IDX
-    seq_test: Dict[str, np.ndarray]     # SEQ_EXAMPLES split=test columns; includes LABEL
 
 
 def _stack(series: pd.Series, dtype) -> np.ndarray:
@@ -63,73 +56,31 @@ def _by_index(frame: pd.DataFrame, index_column: str, column: str, size: int, dt
     return out
 
 
-def load_eval_data(ctx: JobContext, versions: Dict[str, int], specs: FeatureSpecs) -> EvalData:
-    store = ctx.store
-    candidates = (store.read(S.EVAL_CANDIDATES.name, versions[S.EVAL_CANDIDATES.name])
-                  .filter(F.col(S.PROTOCOL) == NCF_PROTOCOL)
-                  .select(S.USER_IDX, S.ITEM_IDX, S.LABEL).toPandas())
-    users = store.read(S.USER_FEATURES.name, versions[S.USER_FEATURES.name]).select(
-        S.USER_IDX, S.HIST_ITEMS, S.HIST_LEN).toPandas()
-    items = store.read(S.ITEM_FEATURES.name, versions[S.ITEM_FEATURES.name]).select(
-        S.ITEM_IDX, S.POPULARITY, S.TITLE_TOKENS, S.GENRE_MULTI_HOT, S.YEAR_BUCKET).toPandas()
-    user_idx = candidates[S.USER_IDX].to_numpy(np.int32)
-    item_idx = candidates[S.ITEM_IDX].to_numpy(np.int32)
-    columns = {S.USER_IDX: user_idx, S.ITEM_IDX: item_idx, S.LABEL: candidates[S.LABEL].to_numpy(np.float32)}
-    for column, dtype in ((S.HIST_ITEMS, np.int32), (S.HIST_LEN, np.int32)):
-        columns[column] = _by_index(users, S.USER_IDX, column, specs.n_users, dtype)[user_idx]
-    serving = (store.read(S.USER_SEQUENCES.name, versions[S.USER_SEQUENCES.name])
-               .where(F.col(S.SPLIT) == S.SPLIT_SERVE)
-               .select(S.USER_IDX, S.SEQ_ITEMS, S.SEQ_SESSION_STARTS, S.SEQ_LEN).toPandas())
-    for column in (S.SEQ_ITEMS, S.SEQ_SESSION_STARTS, S.SEQ_LEN):
-        columns[column] = _by_index(serving, S.USER_IDX, column, specs.n_users, np.int32)[user_idx]
-    for column, dtype in ((S.TITLE_TOKENS, np.int32), (S.GENRE_MULTI_HOT, np.float32), (S.YEAR_BUCKET, np.int32)):
-        columns[column] = _by_index(items, S.ITEM_IDX, column, specs.n_items, dtype)[item_idx]
-
-    seq = (store.read(S.SEQ_EXAMPLES.name, versions[S.SEQ_EXAMPLES.name])
-           .filter(F.col(S.SPLIT) == S.SPLIT_TEST)
-           .select(S.USER_IDX, S.ITEM_IDX, S.HIST_ITEMS, S.HIST_LEN, S.LABEL).toPandas())
-    seq_test = {S.USER_IDX: seq[S.USER_IDX].to_numpy(np.int32), S.ITEM_IDX: seq[S.ITEM_IDX].to_numpy(np.int32),
-                S.HIST_ITEMS: _stack(seq[S.HIST_ITEMS], np.int32), S.HIST_LEN: seq[S.HIST_LEN].to_numpy(np.int32),
-                S.LABEL: seq[S.LABEL].to_numpy(np.float32)}
-    return EvalData(columns, items.set_index(S.ITEM_IDX)[S.POPULARITY], seq_test)
+def _partitions(ctx: JobContext) -> int:
+    return max(ctx.spark.sparkContext.defaultParallelism, 2)
 
 
-Metrics = Dict[str, Dict[str, float]]  # protocol -> metric -> value
+def popularity_metrics(ctx: JobContext, tables: EvalTables) -> Metrics:
+    """The popularity baseline on the same rows as the models, on the executors."""
+    protocols = (NCF_PROTOCOL, SEQUENCE_PROTOCOL)
+    return evaluate(tables, PopularityScorer(), protocols, partitions=_partitions(ctx)).metrics
 
 
-def ncf_metrics(data: EvalData, scores: np.ndarray) -> Dict[str, float]:
-    hr, ndcg = ncf_hit_ndcg(data.candidates[S.USER_IDX], data.candidates[S.LABEL], scores, EVAL_K)
-    return {f"hr@{EVAL_K}": hr, f"ndcg@{EVAL_K}": ndcg}
+def evaluate_model(ctx: JobContext, name: str, model_path: str, tables: EvalTables) -> Evaluation:
+    """The protocols the registry lists for the model (HR/NDCG@10 on the NCF candidates, AUC on the
+    next-item test examples), the saved model at ``model_path`` scoring on the executors."""
+    from libs.models import model_def
 
-
-def popularity_metrics(data: EvalData) -> Metrics:
-    """The popularity baseline on the same rows as the models."""
-    metrics = {NCF_PROTOCOL: ncf_metrics(data, popularity_scores(data.candidates[S.ITEM_IDX], data.popularity))}
-    if len(data.seq_test[S.LABEL]):
-        metrics[SEQUENCE_PROTOCOL] = {"auc": auc(data.seq_test[S.LABEL],
-                                                 popularity_scores(data.seq_test[S.ITEM_IDX], data.popularity))}
-    return metrics
-
-
-def evaluate_model(name: str, model, data: EvalData) -> Metrics:
-    """The protocols the registry lists for the model: HR/NDCG@10 on the NCF candidates, AUC on the
-    next-item test examples."""
-    from libs.models import inference_columns, model_def, pair_scores
-
-    protocols = model_def(name).protocols
-    metrics = {}
-    if NCF_PROTOCOL in protocols:
-        metrics[NCF_PROTOCOL] = ncf_metrics(data, pair_scores(name, model, {c: data.candidates[c]
-                                                                           for c in inference_columns(name)}))
-    if SEQUENCE_PROTOCOL in protocols and len(data.seq_test[S.LABEL]):
-        metrics[SEQUENCE_PROTOCOL] = {"auc": auc(data.seq_test[S.LABEL], pair_scores(
-            name, model, {c: data.seq_test[c] for c in inference_columns(name)}))}
-    return metrics
+    return evaluate(tables, ModelScorer.of(name, model_path), model_def(name).protocols, partitions=_partitions(ctx))
 
 
 def validation_queries(ctx: JobContext, name: str, versions: Dict[str, int], history_length: int):
     """The full-ranking validation queries of a retriever (None for other models), see
-    :class:`libs.training.ValidationQueries`."""
+    :class:`libs.training.ValidationQueries`.
+
+    Collected on the driver and shipped to Horovod rank 0, which scores them after every epoch:
+    O(users x history) rows (ml-1m: 6,040 queries), unlike the evaluation, which stays on the
+    executors."""
     from libs.models import model_def
     from libs.ranking import query_columns
     from libs.training import ValidationQueries
@@ -158,7 +109,7 @@ def validation_queries(ctx: JobContext, name: str, versions: Dict[str, int], his
 
 
 def train_one(ctx: JobContext, name: str, versions: Dict[str, int], specs: FeatureSpecs,
-              eval_data: EvalData, baseline: Metrics) -> dict:
+              eval_tables: EvalTables, baseline: Metrics) -> dict:
     """Train ``name`` with Horovod, evaluate the saved model, record the metrics, publish the run."""
     from libs.models import training_table
     from libs.training import TrainTask, run_training
@@ -187,8 +138,10 @@ def train_one(ctx: JobContext, name: str, versions: Dict[str, int], specs: Featu
         summary = run_training(task, cfg.train.num_proc, cfg.train.start_timeout_s)
         result.add(f"{table} train rows", train_rows)
     with step(log, f"evaluate {name}") as result:
-        metrics = evaluate_model(name, models.load(name, cfg.run.run_id), eval_data)
-        result.add("candidates", len(eval_data.candidates[S.LABEL]))
+        evaluation = evaluate_model(ctx, name, models.model_path(name, cfg.run.run_id), eval_tables)
+        metrics = evaluation.metrics
+        for what, count in evaluation.rows.items():
+            result.add(what, count)
     models.update_metrics(name, cfg.run.run_id, metrics)
     models.update_record(name, cfg.run.run_id, {"popularity_baseline": baseline})
     models.publish(name, cfg.run.run_id)
@@ -218,13 +171,13 @@ def run(ctx: JobContext, models: Optional[Sequence[str]] = None) -> dict:
     versions = {t.name: store.version(t.name) for t in FEATURE_TABLES}
     specs = FeatureSpecs.from_store(store, ctx.cfg, versions)
     log.info("feature versions %s; %s", versions, specs)
-    with step(log, "load evaluation data"):
-        eval_data = load_eval_data(ctx, versions, specs)
-    baseline = popularity_metrics(eval_data)
+    eval_tables = EvalTables.read(store, versions)  # lazy: read by the executors
+    with step(log, "evaluate popularity"):
+        baseline = popularity_metrics(ctx, eval_tables)
     log.info("popularity baseline: %s", _fmt(baseline))
     results: dict = {"popularity": baseline}
     for name in requested:
-        results[name] = train_one(ctx, name, versions, specs, eval_data, baseline)
+        results[name] = train_one(ctx, name, versions, specs, eval_tables, baseline)
     return results
 
 

@@ -17,13 +17,18 @@ fixed width. XLA logs a few lines to stderr through absl, which ignores ``TF_CPP
 executors use it, whose output goes to the run's log; driver-side scoring (training evaluation)
 stays plain TensorFlow and keeps the console clean. :class:`Profile` sums, on the executors, the seconds each
 serving step takes, through a Spark accumulator the driver reads.
+
+Loaded models are kept per Python worker (:func:`per_worker`, keyed by model path): the recommend job
+keeps their serving functions (:func:`served_model`), the train job's evaluation the plain Keras model
+(:func:`loaded_model`, the same computation as :func:`libs.models.pair_scores` on a driver).
 """
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -96,6 +101,58 @@ def serve(name: str, keras_model, item_content: Mapping[str, np.ndarray]) -> Ser
     return ServedModel(name,
                        spec.retrieval.user_encoder(keras_model, jit_compile=True) if spec.retrieval else None,
                        spec.candidate_scorer(keras_model, item_content) if spec.ranks else None)
+
+
+_worker_cache: Dict[Tuple[str, str], object] = {}  # (kind, model path) -> what was built, per Python worker
+
+
+def hold_tensorflow_to_task_cores() -> None:
+    """TensorFlow's thread pools set to ``OMP_NUM_THREADS`` (Spark sets it to ``spark.task.cpus`` for
+    its Python workers), else every concurrent task runs one thread per core of the machine. Only
+    possible before the process's first TensorFlow op; a no-op after it (or outside Spark)."""
+    import tensorflow as tf
+
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already ran in this process (not a fresh Spark worker)
+            pass
+
+
+def per_worker(kind: str, path: str, build: Callable[[], object]):
+    """``build()``, once per Python worker for ``(kind, path)``: Spark reuses Python workers across
+    tasks and stages, so a model is loaded (and compiled) once per worker, not per task or batch.
+    Keyed by path: a model store path names one run's saved model, written once."""
+    key = (kind, path)
+    if key not in _worker_cache:
+        if not _worker_cache:
+            hold_tensorflow_to_task_cores()
+        _worker_cache[key] = build()
+    return _worker_cache[key]
+
+
+def served_model(name: str, path: str, item_content: Mapping[str, np.ndarray],
+                 timer: Optional[Callable] = None) -> ServedModel:
+    """The serving functions (:func:`serve`) of the saved model at ``path``, once per Python worker;
+    ``timer`` (e.g. ``lambda: profile.timed("load models")``) times the load."""
+    def build():
+        from libs.model_store import load_model_at
+
+        return serve(name, load_model_at(path), item_content)
+
+    if timer is not None and ("serve", path) not in _worker_cache:
+        with timer():  # the first load of this worker includes importing TensorFlow
+            return per_worker("serve", path, build)
+    return per_worker("serve", path, build)
+
+
+def loaded_model(path: str):
+    """The saved Keras model at ``path``, loaded once per Python worker (plain TensorFlow, no XLA)."""
+    from libs.model_store import load_model_at
+
+    return per_worker("keras", path, lambda: load_model_at(path))
 
 
 class _MergeDicts:

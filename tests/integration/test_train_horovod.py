@@ -126,10 +126,11 @@ class TestTrainedWithTwoRanks:
     def test_reloaded_model_predicts_as_the_kept_epochs_checkpoint(self, trained, name):
         import tensorflow as tf
 
-        from jobs.train import FEATURE_TABLES, load_eval_data
+        from jobs.train import FEATURE_TABLES
         from libs.feature_specs import FeatureSpecs
         from libs.model_store import ModelStore
         from libs.models import build_model, inference_columns, pair_scores
+        from tests.eval_reference import collect_eval_data
 
         ctx, _ = trained
         models = ModelStore(ctx.cfg.storage.warehouse)
@@ -137,7 +138,7 @@ class TestTrainedWithTwoRanks:
         versions = {t.name: 0 for t in FEATURE_TABLES}
         specs = FeatureSpecs.from_store(ctx.store, ctx.cfg, versions)
         assert specs == FeatureSpecs(N_USERS + 1, N_ITEMS + 1, 11, GENRES, 4, HIST, TOKENS, SEQ_L)
-        inputs = {c: v for c, v in load_eval_data(ctx, versions, specs).candidates.items()
+        inputs = {c: v for c, v in collect_eval_data(ctx.store, versions, specs.n_users, specs.n_items)[0].items()
                   if c in inference_columns(name)}
 
         checkpointed = build_model(name, specs, getattr(ctx.cfg.train, name))
@@ -150,6 +151,34 @@ class TestTrainedWithTwoRanks:
         with open(os.path.join(models.run_dir(name, "test-run"), "record.json")) as fh:
             assert json.load(fh)["model"] == name
         tf.keras.backend.clear_session()
+
+    def test_metrics_scored_on_the_executors_equal_the_driver_computation(self, trained, name):
+        """The record's figures (users scored on the executors, one row back per protocol) equal the
+        driver-side reference: every candidate row gathered here, pair_scores, libs.metrics."""
+        from jobs.train import FEATURE_TABLES
+        from libs.model_store import ModelStore
+        from tests.eval_reference import collect_eval_data, model_reference
+
+        ctx, results = trained
+        candidates, _, seq_test = collect_eval_data(ctx.store, {t.name: 0 for t in FEATURE_TABLES},
+                                                    N_USERS + 1, N_ITEMS + 1)
+        expected = model_reference(name, ModelStore(ctx.cfg.storage.warehouse).load(name), candidates, seq_test)
+        assert set(results[name]["metrics"]) == set(expected) == ({"ncf", "sequence"} if name == "dien" else {"ncf"})
+        for protocol, figures in expected.items():
+            assert results[name]["metrics"][protocol] == pytest.approx(figures, rel=1e-12, abs=1e-12), protocol
+
+
+def test_popularity_baseline_on_the_executors_equals_the_driver_computation(trained):
+    from jobs.train import FEATURE_TABLES
+    from tests.eval_reference import collect_eval_data, popularity_reference
+
+    ctx, results = trained
+    candidates, popularity, seq_test = collect_eval_data(ctx.store, {t.name: 0 for t in FEATURE_TABLES},
+                                                         N_USERS + 1, N_ITEMS + 1)
+    expected = popularity_reference(candidates, popularity, seq_test)
+    assert set(results["popularity"]) == set(expected) == {"ncf", "sequence"}
+    for protocol, figures in expected.items():
+        assert results["popularity"][protocol] == pytest.approx(figures, rel=1e-12, abs=1e-12), protocol
 
 
 def test_warm_start_inherits_the_published_run_and_trains_fewer_epochs(trained, tmp_path):

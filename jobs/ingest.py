@@ -30,7 +30,7 @@ from libs.contract import conform_exact
 from libs.datasets import resolve_path
 from libs.log import step
 from libs.runtime import JobContext, job_main
-from libs.storage import NO_TABLE
+from libs.storage import NO_TABLE, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +319,17 @@ def new_events(batch: DataFrame, existing: DataFrame) -> DataFrame:
     return batch.join(existing.select(*EVENT_KEY), EVENT_KEY, "left_anti")
 
 
+def require_current_layout(store) -> None:
+    """Stop before anything is read if the events table has another partitioning (before issue 10
+    it was partitioned by event_date: thousands of tiny files for a log of years)."""
+    found, wanted = store.partition_columns(S.EVENTS.name), list(S.EVENTS.partition_by)
+    if found != wanted:
+        raise StorageError(
+            f"the events table at {store.path(S.EVENTS.name)} is partitioned by {found}; this version lays events "
+            f"out by {wanted} (README, 'Storage layout'). Ingest the raw drops again into a new "
+            f"storage.warehouse (ingest is idempotent, one run per drop date), or move the old events table aside")
+
+
 def append_new_events(store, events: DataFrame, conf: StorageConf) -> int:
     """Append the events no earlier drop delivered; return how many were committed.
 
@@ -331,6 +342,8 @@ def append_new_events(store, events: DataFrame, conf: StorageConf) -> int:
     and a nightly drop one file; months left with ``conf.compact_min_files`` files are compacted.
     """
     base = store.latest_version(S.EVENTS.name)
+    if base is not None:
+        require_current_layout(store)
     months = sorted(r[0] for r in events.select(S.EVENT_MONTH).distinct().collect())
     if base is not None:
         existing = store.read(S.EVENTS.name, version=base, partitions={S.EVENT_MONTH: months})

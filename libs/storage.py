@@ -181,6 +181,10 @@ class DeltaStore:
         """The newest committed version (ignoring pins), or None if the table does not exist."""
         return self._delta_table(table).version() if self.exists(table) else None
 
+    def partition_columns(self, table: str) -> List[str]:
+        """The partition columns of an existing table, from its log's metadata."""
+        return list(self._delta_table(table).metadata().partition_columns)
+
     def version(self, table: str) -> Optional[int]:
         """The version reads use: the pinned one, else the latest; None if the table does not exist."""
         return self.pins[table] if table in self.pins else self.latest_version(table)
@@ -311,7 +315,7 @@ class DeltaStore:
                 raise StorageError(f"table {table}: partition column {column!r} not in {df.columns}")
         latest = self.latest_version(table)
         if latest is not None:
-            existing = list(self._delta_table(table).metadata().partition_columns)
+            existing = self.partition_columns(table)
             if existing != partition_by:
                 raise StorageError(f"table {table} is partitioned by {existing}, write asked for {partition_by}")
         if replace_where and not set(replace_where) <= set(partition_by):

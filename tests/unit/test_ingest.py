@@ -9,6 +9,7 @@ from jobs.ingest import IngestError
 from libs import schema as S
 from libs.conf import IngestConf, SourceConf
 from libs.runtime import JobContext
+from libs.storage import DeltaStore, StorageError
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.spark
@@ -294,3 +295,17 @@ def test_events_are_monthly_files_and_crowded_months_get_compacted(spark, store,
         (e[S.USER_ID], e[S.ITEM_ID], e[S.EVENT_TS], str(e[S.EVENT_DATE]))
         for e in store.read(S.EVENTS.name, version=before_compaction).collect())  # same rows, fewer files
     assert store.num_rows(S.EVENTS.name) == 8
+
+
+def test_events_table_of_the_old_daily_layout_is_refused_before_any_read(spark, store, warehouse, tmp_path):
+    (tmp_path / "a").mkdir()
+    adapter = _small_adapter(tmp_path / "a", [f"u1\t1\t5\t{_epoch(dt.date(2024, 1, 1))}"])
+    ingest.run(JobContext(spark, make_config(warehouse, **adapter), store))
+    old_warehouse = str(tmp_path / "old")
+    old_store = DeltaStore(spark, old_warehouse, backend="delta-rs", run_id="test-run")
+    old_store.write(store.read(S.EVENTS.name).drop(S.EVENT_MONTH), S.EVENTS.name,
+                    partition_by=[S.EVENT_DATE])  # what versions before issue 10 wrote
+    (tmp_path / "b").mkdir()
+    drop = _small_adapter(tmp_path / "b", [f"u2\t1\t4\t{_epoch(dt.date(2024, 1, 2))}"])
+    with pytest.raises(StorageError, match=r"partitioned by \['event_date'\].*new storage.warehouse"):
+        ingest.run(JobContext(spark, make_config(old_warehouse, **drop), old_store))

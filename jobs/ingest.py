@@ -326,8 +326,8 @@ def require_current_layout(store) -> None:
     if found != wanted:
         raise StorageError(
             f"the events table at {store.path(S.EVENTS.name)} is partitioned by {found}; this version lays events "
-            f"out by {wanted} (README, 'Storage layout'). Ingest the raw drops again into a new "
-            f"storage.warehouse (ingest is idempotent; a folder of drops is read in one run), or move the old events table aside")
+            f"out by {wanted} (README, 'Storage layout'). Ingest the raw drops again into a new storage.warehouse "
+            f"(ingest is idempotent; a folder of drops is read in one run), or move the old events table aside")
 
 
 def append_new_events(store, events: DataFrame, conf: StorageConf) -> int:

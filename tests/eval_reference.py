@@ -6,24 +6,13 @@ from __future__ import annotations
 from typing import Dict
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import functions as F
 
+from jobs.train import _by_index, _stack  # the driver gather's helpers, which the job keeps for item content
 from libs import schema as S
 from libs.metrics import auc, ncf_hit_ndcg, popularity_scores
 
 ITEM_CONTENT = ((S.TITLE_TOKENS, np.int32), (S.GENRE_MULTI_HOT, np.float32), (S.YEAR_BUCKET, np.int32))
-
-
-def _stack(series: pd.Series, dtype) -> np.ndarray:
-    return np.stack(series.to_numpy()).astype(dtype) if len(series) else np.zeros((0, 0), dtype)
-
-
-def _by_index(frame: pd.DataFrame, index_column: str, column: str, size: int, dtype) -> np.ndarray:
-    values = _stack(frame[column], dtype) if frame[column].dtype == object else frame[column].to_numpy(dtype)
-    out = np.zeros((size,) + values.shape[1:], dtype)
-    out[frame[index_column].to_numpy()] = values
-    return out
 
 
 def collect_eval_data(store, versions: Dict[str, int], n_users: int, n_items: int):

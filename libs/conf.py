@@ -149,6 +149,7 @@ class RecommendConf:
     blend_grid_step: float = 0.1        # weights are searched on the simplex in steps of this
     weights: Dict[str, float] = field(default_factory=dict)  # blend weights when blend_users is 0
     fallback_days: int = 30             # popular items of the last N days for users without history
+    diversity: float = 0.0              # MMR lambda in [0, 1] (libs.diversity); 0: ranked by the blend alone
 
 
 @dataclass
@@ -359,6 +360,8 @@ def _validate(cfg: Config) -> None:
     need(cfg.recommend.retrievers and all(n >= cfg.recommend.k for n in cfg.recommend.retrievers.values()),
          "recommend.retrievers must name at least one retriever, each with candidates >= recommend.k")
     need(0 < cfg.recommend.blend_grid_step <= 1, "recommend.blend_grid_step must be in (0, 1]")
+    need(0 <= cfg.recommend.diversity <= 1,
+         f"recommend.diversity (MMR lambda) must be in [0, 1], got {cfg.recommend.diversity}")
     for src_name in ("interactions", "items"):
         src = getattr(cfg.dataset, src_name)
         need(src.path, f"dataset.{src_name}.path is required (dataset adapter {cfg.dataset_name})")

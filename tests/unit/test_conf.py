@@ -47,6 +47,8 @@ def test_cluster_env_keeps_master_unset():
     ("run.date=2024-13-45", "run.date must be YYYY-MM-DD"),
     ("train.models=[deep_cf, wide_deep]", "unknown model"),
     ("storage.backend=parquet", "storage.backend"),
+    ("recommend.diversity=1.5", r"recommend.diversity \(MMR lambda\) must be in \[0, 1\], got 1.5"),
+    ("recommend.diversity=-0.1", r"recommend.diversity \(MMR lambda\) must be in \[0, 1\]"),
 ])
 def test_bad_values_fail_with_the_key_path(override, message):
     with pytest.raises(ConfigError, match=message):

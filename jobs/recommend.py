@@ -10,7 +10,9 @@
    that history, target = that interaction; never the test item) over a sample of
    ``recommend.blend_users`` users; ``recommend.blend_users: 0`` uses ``recommend.weights`` as given.
    The fit and its validation NDCG@10 per model are saved in the model store (``blend``).
-3. Ties break by item index; the best ``recommend.k`` are kept; score = sigmoid(blend).
+3. Ties break by item index; the best ``recommend.k`` are kept; score = sigmoid(blend). With
+   ``recommend.diversity`` > 0 the K are picked by maximal marginal relevance instead
+   (:mod:`libs.diversity`; score = the MMR gain + lambda), on the executors with the rest.
 4. Fallback for users with no training history: the most popular items of the last
    ``recommend.fallback_days`` days of events up to the run date, ties by item id, marked
    ``source = "fallback"``.
@@ -35,6 +37,7 @@ from pyspark.sql import functions as F
 
 from libs import schema as S
 from libs.contract import conform_exact
+from libs.diversity import diversified_top_k
 from libs.features import month_of
 from libs.log import step
 from libs.ranking import (BLEND_RECORD, NO_ITEM, blend, fit_blend_weights, query_columns, retrieval_scores,
@@ -130,6 +133,7 @@ class ServingAssets:
         blend_models: the blend's feature order; weights: (M,) in that order.
         history_length: L of the rankers' HIST_ITEMS (the latest L items of the query).
         train_popularity: (n_items,) training interactions per item (validation's popularity baseline).
+        diversity: the MMR lambda of the final top-K (0: by the blend alone).
     """
 
     k: int
@@ -143,6 +147,7 @@ class ServingAssets:
     weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
     history_length: int = 0
     train_popularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    diversity: float = 0.0
 
 
 def candidate_features(frame: pd.DataFrame, assets: ServingAssets, profile: Profile,
@@ -173,6 +178,11 @@ def candidate_features(frame: pd.DataFrame, assets: ServingAssets, profile: Prof
     return candidates, valid, features, stage
 
 
+def similarity_sources(assets: ServingAssets) -> List[np.ndarray]:
+    """What MMR's item similarity averages: genre multi-hot and the first retriever's item vectors."""
+    return [assets.item_content[S.GENRE_MULTI_HOT], assets.item_vectors[next(iter(assets.retrievers))]]
+
+
 STAGE_SCHEMA = f"{S.USER_IDX} int, {S.STAGE} string, {S.RANK} int, {S.ITEM_IDX} int, {S.SCORE} double"
 
 
@@ -185,7 +195,8 @@ def rank_users(batches: Iterator[pd.DataFrame], assets: ServingAssets, profile: 
             candidates, valid, features, stage = candidate_features(chunk, assets, profile, assets.weights)
             with profile.timed("blend + top-k"):
                 blended = 1.0 / (1.0 + np.exp(-blend(features, assets.weights)))
-                out = [top_k_rows(users, candidates, valid, blended, assets.k).assign(**{S.STAGE: S.MODEL_FINAL})]
+                out = [diversified_top_k(users, candidates, valid, blended, assets.k, assets.diversity,
+                                         similarity_sources(assets)).assign(**{S.STAGE: S.MODEL_FINAL})]
                 for name, items in stage.items():
                     retrieved = items[:, :assets.k]
                     slots = np.broadcast_to(-np.arange(retrieved.shape[1], dtype=np.float64), retrieved.shape)
@@ -317,7 +328,7 @@ def load_assets(ctx: JobContext, item_features: DataFrame, n_items: int):
     log.info("retrieval with %s, blend of %s; %d warm items of %d", chosen, blend_models, warm.sum(), size - 1)
     assets = ServingAssets(cfg.k, cfg.block_size, chosen, item_vectors, allowed, item_content,
                            {m: store.model_path(m, runs[m]) for m in blend_models}, blend_models,
-                           history_length=history_length)
+                           history_length=history_length, diversity=cfg.diversity)
     return assets, {m: runs[m] for m in blend_models}
 
 

@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
+import pandas as pd
 
-from libs.ranking import NO_ITEM
+from libs.ranking import NO_ITEM, top_k_rows
 
 INTRA_LIST_DIVERSITY = "intra_list_diversity"
 GENRE_COVERAGE = "genre_coverage"
@@ -101,6 +102,17 @@ def mmr(candidates: np.ndarray, valid: np.ndarray, scores: np.ndarray, k: int, d
             if vectors else np.zeros((n_users, width))
         max_sim = np.maximum(max_sim, sim)
     return items, gains
+
+
+def diversified_top_k(users: np.ndarray, candidates: np.ndarray, valid: np.ndarray, scores: np.ndarray, k: int,
+                      diversity: float, sources: Sequence[np.ndarray]) -> pd.DataFrame:
+    """(user_idx, rank, item_idx, score) of each user's K items: :func:`libs.ranking.top_k_rows` of
+    ``scores`` when ``diversity`` is 0 (exactly, nothing else runs), else the :func:`mmr` picks with
+    their scores (which decrease with rank, ties by item index, as top_k_rows orders them)."""
+    if diversity <= 0:
+        return top_k_rows(users, candidates, valid, scores, k)
+    items, gains = mmr(candidates, valid, scores, k, diversity, sources)
+    return top_k_rows(users, items, items != NO_ITEM, gains, k)
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Full-ranking protocol (DESIGN.md): for every user with a held-out item, precision@K, recall@K and
 NDCG@K of the K recommended items (one relevant item, so ideal DCG = 1), plus catalog coverage
-(distinct recommended items / items in the vocabulary). The same figures, in the same run, for:
+(distinct recommended items / items in the vocabulary) and the list metrics of :mod:`libs.diversity`
+(intra-list diversity, genre coverage, popularity percentile). The same figures, in the same run, for:
 each retriever alone (its own top-K from the ``candidates`` stage table), a popularity baseline (the
 K most popular training items the user has not seen) and Spark MLlib ALS (implicit feedback, rank
 64) trained on the same interactions the recommendations exclude. The NCF and sequence-protocol
@@ -24,7 +25,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from libs import schema as S
+from libs import diversity as D, schema as S
 from libs.evaluation_report import publish_report
 from libs.evaluation_segments import segment_rows
 from libs.log import step
@@ -114,6 +115,35 @@ def full_ranking_metrics(recs: DataFrame, truth: DataFrame, k: int, n_items: int
     recall = float(row["recall"] or 0.0)
     return {f"precision@{k}": recall / k, f"recall@{k}": recall, f"ndcg@{k}": float(row["ndcg"] or 0.0),
             "catalog_coverage": covered / max(n_items, 1), "users": float(users)}
+
+
+def item_catalog(store) -> D.Catalog:
+    """Genres and training popularity of the catalog's items, for the list metrics."""
+    items = store.read(S.ITEM_FEATURES.name).select(S.ITEM_IDX, S.POPULARITY, S.GENRE_MULTI_HOT).toPandas()  # small
+    return D.catalog(items[S.ITEM_IDX].to_numpy(), items[S.POPULARITY].to_numpy(),
+                     np.stack(items[S.GENRE_MULTI_HOT].to_numpy()) if len(items) else np.zeros((0, 0)))
+
+
+def list_metrics(recs: DataFrame, catalog: D.Catalog, k: int) -> Dict[str, float]:
+    """The list metrics of :mod:`libs.diversity` of ``recs`` (user_idx, rank, item_idx): each user's
+    on the executors, their means and the table's genre coverage on the driver."""
+    top = recs.where(F.col(S.RANK) <= k)
+    shipped = top.sparkSession.sparkContext.broadcast(catalog)
+
+    def per_user(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in frames:
+            lists = np.full((len(frame), k), D.NO_ITEM, np.int64)
+            for row, items in enumerate(frame["items"]):
+                lists[row, :len(items)] = items
+            yield pd.DataFrame(D.per_user_list_metrics(lists, shipped.value))
+
+    means = (top.groupBy(S.USER_IDX).agg(F.collect_list(S.ITEM_IDX).alias("items"))
+             .mapInPandas(per_user, ", ".join(f"{m} double" for m in D.PER_USER_METRICS))
+             .agg(*[F.avg(F.when(~F.isnan(m), F.col(m))).alias(m) for m in D.PER_USER_METRICS]).first())
+    items = np.array([r[0] for r in top.select(S.ITEM_IDX).distinct().collect()], np.int64)  # at most the catalog
+    shipped.unpersist()
+    return {**{m: float(means[m] or 0.0) for m in D.PER_USER_METRICS},
+            D.GENRE_COVERAGE_TABLE: D.table_genre_coverage(items, catalog)}
 
 
 def popularity_top_k(users_seen: DataFrame, cf_examples: DataFrame, k: int) -> DataFrame:
@@ -211,16 +241,24 @@ def run(ctx: JobContext) -> Dict[str, int]:
         cf = store.read(S.CF_EXAMPLES.name)
         seen = evaluated_users_seen(cf, truth)
         rows = metric_rows(FINAL, model_run, PROTOCOL_FULL, full_ranking_metrics(recs, truth, k, n_items), cfg.run_date)
+        catalog = item_catalog(store)
+        rows += metric_rows(FINAL, model_run, PROTOCOL_FULL, list_metrics(recs, catalog, k), cfg.run_date)
         stages = stage_recommendations(store, cfg.run_date)
         for stage in sorted(r[0] for r in stages.select(S.STAGE).distinct().collect()) if stages is not None else []:
             rows += metric_rows(stage, model_run, PROTOCOL_FULL, full_ranking_metrics(
                 stages.where(F.col(S.STAGE) == stage).drop(S.STAGE), truth, k, n_items), cfg.run_date)
+            rows += metric_rows(stage, model_run, PROTOCOL_FULL, list_metrics(
+                stages.where(F.col(S.STAGE) == stage).drop(S.STAGE), catalog, k), cfg.run_date)
         seen = seen.cache()
         popular = popularity_top_k(seen, cf, k).cache()
         rows += metric_rows(POPULARITY, None, PROTOCOL_FULL, full_ranking_metrics(popular, truth, k, n_items),
                             cfg.run_date)
-        rows += metric_rows(ALS_BASELINE, None, PROTOCOL_FULL, full_ranking_metrics(
-            als_top_k(seen, cf, k, cfg.features.seed), truth, k, n_items), cfg.run_date)
+        rows += metric_rows(POPULARITY, None, PROTOCOL_FULL, list_metrics(popular, catalog, k), cfg.run_date)
+        als = als_top_k(seen, cf, k, cfg.features.seed).cache()
+        rows += metric_rows(ALS_BASELINE, None, PROTOCOL_FULL, full_ranking_metrics(als, truth, k, n_items),
+                            cfg.run_date)
+        rows += metric_rows(ALS_BASELINE, None, PROTOCOL_FULL, list_metrics(als, catalog, k), cfg.run_date)
+        als.unpersist()
         rows += blend_metric_rows(cfg.storage.warehouse, cfg.run.run_id, cfg.run_date)
         rows += training_metric_rows(ctx, cfg.train.models, cfg.run_date)
         # metrics by user segment, as extra rows (libs.evaluation_segments)

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from libs import schema as S
+from libs import diversity as D, schema as S
 from libs.evaluation_segments import MANY, NEW_DAYS, SEGMENT_TAG, SEGMENTS, SOME
 
 MAIN_METRIC = re.compile(r"^(ndcg|recall|hr|auc)(@\d+)?$")
@@ -82,6 +82,18 @@ def segment_table(night: pd.DataFrame) -> pd.DataFrame:
     table = table.reindex(columns=[(m, b) for m in model_order(seg[S.MODEL]) for b in sorted(seg["base"].unique())
                                    if (m, b) in table.columns])
     return pd.DataFrame({col: [fmt_value(col[1], v) for v in table[col]] for col in table.columns}, index=table.index)
+
+
+def diversity_table(night: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Models x (NDCG@k, catalog coverage, the list metrics of :mod:`libs.diversity`) of the
+    full-ranking rows, formatted; empty when the night has no list metrics."""
+    names = [f"ndcg@{k}", COVERAGE, *D.LIST_METRICS]
+    rows = night[(night[S.PROTOCOL] == S.PROTOCOL_FULL_RANKING) & night[S.METRIC].isin(names)]
+    if not rows[S.METRIC].isin(D.LIST_METRICS).any():
+        return pd.DataFrame()
+    table = rows.pivot_table(index=S.MODEL, columns=S.METRIC, values=S.METRIC_VALUE, aggfunc="first")
+    table = table.reindex(index=model_order(table.index), columns=[n for n in names if n in table.columns])
+    return pd.DataFrame({m: [fmt_value(m, v) for v in table[m]] for m in table.columns}, index=table.index)
 
 
 def popularity_summary(items: pd.DataFrame) -> Dict[str, float]:
@@ -290,6 +302,13 @@ def render_html(metrics: pd.DataFrame, items: pd.DataFrame, run_date: dt.date, k
     summary = popularity_summary(items) if not items.empty else {}
     parts.append(_table(pd.DataFrame({"value": [fmt_value(n, v) for n, v in summary.items()]},
                                      index=list(summary)), "recommendations of the night"))
+    lists = diversity_table(night, k)
+    parts += [] if lists.empty else [
+        "<h3>Diversity of the lists</h3>", _table(lists, "model"),
+        "<p class='note'>intra_list_diversity: mean over a list's item pairs of 1 - genre cosine; genre_coverage: "
+        "share of the catalog's genres in a user's list (mean over users), _table: in all lists together; "
+        "popularity_percentile: mean training-popularity percentile of the recommended items (the catalog's: "
+        "0.5). Definitions: libs/diversity.py.</p>"]
     seg = segment_table(night)
     parts += ["<h2>By user segment</h2>", _img(plot_segments(night), "segments"),
               _table(seg, "segment") if not seg.empty else "",

@@ -65,6 +65,22 @@ def test_protocol_tables_hold_every_model_and_metric_but_segments():
     assert list(tables["ncf"].loc["deep_cf"]) == ["0.600", "0.350"]
 
 
+def test_list_metrics_get_their_own_table_beside_ndcg_and_coverage():
+    night = _metrics()
+    night = night[night[S.RUN_DATE] == NIGHT]
+    assert report.diversity_table(night, 10).empty  # a night without list metrics: no table
+    extra = pd.DataFrame([("final", "deep_cf=r1", "full_ranking", "intra_list_diversity", 0.71234, NIGHT),
+                          ("final", "deep_cf=r1", "full_ranking", "popularity_percentile", 0.9, NIGHT),
+                          ("popularity", None, "full_ranking", "intra_list_diversity", 0.5, NIGHT)], columns=COLUMNS)
+    night = pd.concat([night, extra], ignore_index=True)
+    table = report.diversity_table(night, 10)
+    assert list(table.columns) == ["ndcg@10", "catalog_coverage", "intra_list_diversity", "popularity_percentile"]
+    assert list(table.loc["final"]) == ["0.250", "41.3%", "0.712", "0.900"]
+    assert list(table.loc["popularity"]) == ["0.100", "", "0.500", ""]
+    page = report.render_html(night, ITEMS, NIGHT, 10)
+    assert "Diversity of the lists" in page and "<td>0.712</td>" in page
+
+
 def test_segment_table_orders_segments_and_formats_counts():
     night = _metrics()
     table = report.segment_table(night[night[S.RUN_DATE] == NIGHT])

@@ -119,9 +119,8 @@ def full_ranking_metrics(recs: DataFrame, truth: DataFrame, k: int, n_items: int
 
 def item_catalog(store) -> D.Catalog:
     """Genres and training popularity of the catalog's items, for the list metrics."""
-    items = store.read(S.ITEM_FEATURES.name).select(S.ITEM_IDX, S.POPULARITY, S.GENRE_MULTI_HOT).toPandas()  # small
-    return D.catalog(items[S.ITEM_IDX].to_numpy(), items[S.POPULARITY].to_numpy(),
-                     np.stack(items[S.GENRE_MULTI_HOT].to_numpy()) if len(items) else np.zeros((0, 0)))
+    return D.item_catalog(store.read(S.ITEM_FEATURES.name).select(S.ITEM_IDX, S.POPULARITY, S.GENRE_MULTI_HOT)
+                          .toPandas())  # one row per item: small
 
 
 def list_metrics(recs: DataFrame, catalog: D.Catalog, k: int) -> Dict[str, float]:

@@ -135,7 +135,7 @@ def catalog(items: np.ndarray, popularity: np.ndarray, genres: np.ndarray) -> Ca
     (N,) and genre multi-hot ``genres`` (N, G)."""
     items = np.asarray(items, np.int64)
     popularity = np.asarray(popularity, np.float64)
-    genres = np.asarray(genres, np.float64).reshape(len(items), -1)
+    genres = np.asarray(genres, np.float64)
     size = int(items.max(initial=0)) + 1
     order = np.sort(popularity)
     below = np.searchsorted(order, popularity, side="left")
@@ -145,6 +145,14 @@ def catalog(items: np.ndarray, popularity: np.ndarray, genres: np.ndarray) -> Ca
     percentile = np.zeros(size)
     percentile[items] = (below + 0.5 * same) / max(len(items), 1)
     return Catalog(dense_genres, percentile, int((genres > 0).any(axis=0).sum()))
+
+
+def item_catalog(items: pd.DataFrame) -> Catalog:
+    """The :class:`Catalog` of ``item_features`` rows (ITEM_IDX, POPULARITY, GENRE_MULTI_HOT), one per item."""
+    from libs import schema as S
+
+    genres = np.stack(items[S.GENRE_MULTI_HOT].to_numpy()) if len(items) else np.zeros((0, 0))
+    return catalog(items[S.ITEM_IDX].to_numpy(), items[S.POPULARITY].to_numpy(), genres)
 
 
 def per_user_list_metrics(lists: np.ndarray, cat: Catalog) -> Dict[str, np.ndarray]:

@@ -90,3 +90,24 @@ def test_diversity_zero_is_the_blend_top_k_and_above_zero_the_mmr_picks(diverse_
     assert [r[:3] for r in diverse] == picked
     np.testing.assert_allclose([r[3] for r in diverse], gains[items != NO_ITEM], rtol=1e-6)
     assert [r[:3] for r in diverse] != [r[:3] for r in plain], "lambda 0.8 changed no list of this fixture"
+
+
+def test_the_benchmark_s_curve_evaluates_the_job_s_lists(spark, diverse_warehouse):
+    from benchmarks.bench_diversity import diversity_curve
+    from libs.diversity import INTRA_LIST_DIVERSITY
+
+    ctx, plain = _run(diverse_warehouse, 0.0)
+    lists = {}
+    for user, _, item, _ in plain:
+        lists.setdefault(user, []).append(item)
+    # held out: user 1 the job's rank-1 item, user 2 its rank-2 item, user 3 an item it has seen (a miss)
+    held = [(1, lists[1][0], 1.0, "ncf"), (2, lists[2][1], 1.0, "ncf"), (3, SEEN[3][0], 1.0, "ncf")]
+    ctx.store.write(S.conform(spark.createDataFrame(held, S.EVAL_CANDIDATES.schema), S.EVAL_CANDIDATES),
+                    S.EVAL_CANDIDATES.name)
+    zero, diverse = diversity_curve(ctx, (0, 0.8))
+    # lambda 0 is the job's table: recall 2/3; NDCG (1 + 1/log2(3) + 0) / 3 = (1 + 0.63093) / 3 = 0.54364;
+    # catalog coverage: distinct items of the ranked lists / 8 items
+    assert zero["lambda"] == 0.0 and zero[f"recall@{K}"] == pytest.approx(2 / 3)
+    assert zero[f"ndcg@{K}"] == pytest.approx(0.5436436)
+    assert zero["catalog_coverage"] == len({i for items in lists.values() for i in items}) / 8
+    assert diverse["lambda"] == 0.8 and 0.0 <= diverse[INTRA_LIST_DIVERSITY] <= 1.0

@@ -76,6 +76,9 @@ bench-recommend: setup
 bench-quality: setup
 	$(PY) -m benchmarks.bench_quality $(ARGS)
 
+bench-diversity: setup
+	$(PY) -m benchmarks.bench_diversity $(ARGS)
+
 bench-backfill: setup
 	$(PY) -m benchmarks.bench_backfill $(ARGS)
 

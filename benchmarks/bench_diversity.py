@@ -43,9 +43,11 @@ def night_blend(ctx: JobContext) -> Optional[dict]:
     if night:
         latest = max(night, key=lambda r: r[S.STARTED_AT])
         run_id, ctx.model_runs = latest[S.RUN_ID], dict(latest[S.MODEL_RUNS] or {})
+    import tensorflow as tf
+
     try:
         return ModelStore(ctx.cfg.storage.warehouse).record(BLEND_RECORD, run_id)
-    except (FileNotFoundError, OSError):
+    except (FileNotFoundError, OSError, tf.errors.NotFoundError):  # the model store reads through tf.io.gfile
         return None
 
 

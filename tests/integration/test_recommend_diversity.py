@@ -38,6 +38,16 @@ def _run(warehouse, diversity):
     return ctx, [tuple(r) for r in rows]
 
 
+@pytest.fixture(scope="module")
+def plain(diverse_warehouse):
+    return _run(diverse_warehouse, 0.0)
+
+
+@pytest.fixture(scope="module")
+def diverse(diverse_warehouse, plain):  # after the plain run: the last run's table is lambda 0.8's
+    return _run(diverse_warehouse, 0.8)
+
+
 def _blended_candidates(ctx):
     """The serving users' candidates and blend probabilities, recomputed on the driver."""
     from jobs import recommend
@@ -59,8 +69,8 @@ def _as_rows(frame):
             frame[[S.USER_IDX, S.RANK, S.ITEM_IDX, S.SCORE]].itertuples(index=False)]
 
 
-def test_diversity_keeps_k_distinct_unseen_items_per_user_in_score_order(diverse_warehouse):
-    _, rows = _run(diverse_warehouse, 0.8)
+def test_diversity_keeps_k_distinct_unseen_items_per_user_in_score_order(diverse):
+    _, rows = diverse
     by_user = {}
     for user, rank, item, score in rows:
         by_user.setdefault(user, []).append((rank, item, score))
@@ -72,19 +82,19 @@ def test_diversity_keeps_k_distinct_unseen_items_per_user_in_score_order(diverse
         assert list(scores) == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
 
 
-def test_diversity_zero_is_the_blend_top_k_and_above_zero_the_mmr_picks(diverse_warehouse):
+def test_diversity_zero_is_the_blend_top_k_and_above_zero_the_mmr_picks(plain, diverse):
     from jobs import recommend
     from libs.diversity import mmr
     from libs.ranking import NO_ITEM, top_k_rows
 
-    ctx, plain = _run(diverse_warehouse, 0.0)
+    ctx, plain = plain
     assets, users, candidates, valid, blended = _blended_candidates(ctx)
     # lambda 0: the table of the code before diversity existed (top-K of the blend, ties by item index)
     expected = _as_rows(top_k_rows(users, candidates, valid, blended, K))
     assert [r[:3] for r in plain] == [r[:3] for r in expected]
     np.testing.assert_allclose([r[3] for r in plain], [r[3] for r in expected], rtol=1e-6)
 
-    _, diverse = _run(diverse_warehouse, 0.8)
+    _, diverse = diverse
     items, gains = mmr(candidates, valid, blended, K, 0.8, recommend.similarity_sources(assets))
     picked = [(int(u), t + 1, int(i)) for u, row in zip(users, items) for t, i in enumerate(row) if i != NO_ITEM]
     assert [r[:3] for r in diverse] == picked
@@ -92,11 +102,11 @@ def test_diversity_zero_is_the_blend_top_k_and_above_zero_the_mmr_picks(diverse_
     assert [r[:3] for r in diverse] != [r[:3] for r in plain], "lambda 0.8 changed no list of this fixture"
 
 
-def test_the_benchmark_s_curve_evaluates_the_job_s_lists(spark, diverse_warehouse):
+def test_the_benchmark_s_curve_evaluates_the_job_s_lists(spark, plain):
     from benchmarks.bench_diversity import diversity_curve
     from libs.diversity import INTRA_LIST_DIVERSITY
 
-    ctx, plain = _run(diverse_warehouse, 0.0)
+    ctx, plain = plain
     lists = {}
     for user, _, item, _ in plain:
         lists.setdefault(user, []).append(item)

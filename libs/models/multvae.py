@@ -75,11 +75,11 @@ class MultVAE(tf.keras.layers.Layer):
         self.dropout, self.kl_beta, self.kl_anneal_steps = float(dropout), float(kl_beta), int(kl_anneal_steps)
         self.l2 = float(l2)
         regularizer = tf.keras.regularizers.l2(l2) if l2 else None
-        bias_init = tf.keras.initializers.TruncatedNormal(stddev=0.001)  # vae_cf's bias initializer
 
-        def dense(units, activation, name):
+        def dense(units, activation, name):  # biases: vae_cf's truncated normal (0.001), one per layer
             return tf.keras.layers.Dense(units, activation=activation, kernel_regularizer=regularizer,
-                                         bias_initializer=bias_init, name=name)
+                                         bias_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.001),
+                                         name=name)
 
         self.input_dropout = tf.keras.layers.Dropout(dropout)
         self.encoder = [dense(u, "tanh", f"encoder_{i}") for i, u in enumerate(self.hidden_units)]

@@ -47,6 +47,10 @@ def test_cluster_env_keeps_master_unset():
     ("run.date=2024-13-45", "run.date must be YYYY-MM-DD"),
     ("train.models=[deep_cf, wide_deep]", "unknown model"),
     ("storage.backend=parquet", "storage.backend"),
+    ("train.multvae.kl_beta=-0.1", "train.multvae.kl_beta must be >= 0"),
+    ("train.multvae.kl_anneal_steps=0", "train.multvae.kl_anneal_steps >= 1"),
+    ("train.multvae.dropout=1.0", r"train.multvae needs dropout in \[0, 1\)"),
+    ("train.multvae.hidden_units=[]", "at least one hidden_units layer"),
 ])
 def test_bad_values_fail_with_the_key_path(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -81,3 +85,8 @@ def test_bad_run_date_stops_the_pipeline_before_spark_starts(tmp_path, capsys):
     assert nightly.main(["--run-date", "20240115", "--set", f"storage.warehouse={tmp_path}/wh"]) == 2
     assert "must be YYYY-MM-DD" in capsys.readouterr().err
     assert not (tmp_path / "wh").exists()
+
+
+def test_multvae_defaults_are_the_vae_cf_recipe():
+    vae = load_config(env="local").train.multvae
+    assert (vae.hidden_units, vae.embedding_dim, vae.dropout, vae.kl_beta) == ([600], 200, 0.5, 0.2)

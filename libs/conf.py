@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 CONF_DIR_ENV = "NIGHTREC_CONF_DIR"
-MODEL_NAMES = ("sasrec", "deep_cf", "dien", "content")  # the keys of libs.models.MODELS (checked there)
+MODEL_NAMES = ("sasrec", "deep_cf", "dien", "content", "multvae")  # the keys of libs.models.MODELS (checked there)
 RUN_DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -121,6 +121,8 @@ class ModelConf:
     dropout: float = 0.2                # sasrec
     patience: int = 0                   # retrievers: stop after this many epochs without a better
                                         # validation NDCG@10 (0: run every epoch); the best epoch is kept
+    kl_beta: float = 0.2                # multvae: the KL weight's cap (beta; dropout is its input dropout)
+    kl_anneal_steps: int = 200_000      # multvae: the KL weight grows by 1 / this per step up to kl_beta
 
 
 @dataclass
@@ -136,6 +138,7 @@ class TrainConf:
     dien: ModelConf = field(default_factory=ModelConf)
     content: ModelConf = field(default_factory=ModelConf)
     sasrec: ModelConf = field(default_factory=ModelConf)
+    multvae: ModelConf = field(default_factory=ModelConf)
 
 
 @dataclass
@@ -354,6 +357,11 @@ def _validate(cfg: Config) -> None:
     need(cfg.train.warm_start_epochs >= 1, "train.warm_start_epochs must be >= 1")
     unknown_models = set(cfg.train.models) - set(MODEL_NAMES)
     need(not unknown_models, f"train.models: unknown model(s) {sorted(unknown_models)}; known: {MODEL_NAMES}")
+    vae = cfg.train.multvae
+    need(vae.kl_beta >= 0 and vae.kl_anneal_steps >= 1,
+         "train.multvae.kl_beta must be >= 0 and train.multvae.kl_anneal_steps >= 1")
+    need(0 <= vae.dropout < 1 and len(vae.hidden_units) >= 1 and vae.embedding_dim >= 1,
+         "train.multvae needs dropout in [0, 1), at least one hidden_units layer and embedding_dim >= 1")
     need(cfg.features.history_length >= 1, "features.history_length must be >= 1")
     need(cfg.features.sequence_length >= 2, "features.sequence_length must be >= 2")
     need(cfg.recommend.k >= 1, "recommend.k must be >= 1")

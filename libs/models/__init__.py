@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from libs import conf, schema as S
-from libs.models import content, deep_cf, dien, sasrec
+from libs.models import content, deep_cf, dien, multvae, sasrec
 from libs.serving import pair_candidate_scorer
 
 NCF_PROTOCOL, SEQUENCE_PROTOCOL = S.PROTOCOL_NCF, S.PROTOCOL_SEQUENCE
@@ -71,6 +71,10 @@ MODELS: Dict[str, ModelDef] = {
                        loss=sasrec.masked_catalog_softmax, ranks=False,
                        retrieval=Retrieval(sasrec.INPUT_COLUMNS, sasrec.user_encoder,
                                            lambda model, _: sasrec.item_vectors(model))),
+    "multvae": ModelDef(multvae.build_multvae, S.NEXT_ITEM_EXAMPLES, multvae.INPUT_COLUMNS,
+                        label=multvae.LABEL_COLUMN, loss=multvae.multinomial_log_likelihood, ranks=False,
+                        retrieval=Retrieval(multvae.INPUT_COLUMNS, multvae.user_encoder,
+                                            lambda model, _: multvae.item_vectors(model))),
 }
 MODEL_NAMES = tuple(MODELS)
 assert set(MODEL_NAMES) == set(conf.MODEL_NAMES), "libs.conf.MODEL_NAMES must list the registry's models"

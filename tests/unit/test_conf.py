@@ -22,7 +22,7 @@ def test_a_mapping_value_replaces_the_mapping_and_a_dotted_key_changes_one_entry
     whole = load_config(env="local", overrides=["recommend.retrievers={deep_cf: 50}"])
     assert whole.recommend.retrievers == {"deep_cf": 50}                # not merged into the default
     default = load_config(env="local").recommend.retrievers
-    assert set(default) == {"sasrec", "deep_cf"}
+    assert set(default) == {"sasrec", "deep_cf", "multvae"}
     one = load_config(env="local", overrides=["recommend.retrievers.deep_cf=30"])
     assert one.recommend.retrievers == {**default, "deep_cf": 30}      # the other entries kept
     both = load_config(env="local", overrides=["recommend.retrievers={deep_cf: 50}", "recommend.retrievers.content=10"])
@@ -49,6 +49,10 @@ def test_cluster_env_keeps_master_unset():
     ("storage.backend=parquet", "storage.backend"),
     ("recommend.diversity=1.5", r"recommend.diversity \(MMR lambda\) must be in \[0, 1\], got 1.5"),
     ("recommend.diversity=-0.1", r"recommend.diversity \(MMR lambda\) must be in \[0, 1\]"),
+    ("train.multvae.kl_beta=-0.1", "train.multvae.kl_beta must be >= 0"),
+    ("train.multvae.kl_anneal_steps=0", "train.multvae.kl_anneal_steps >= 1"),
+    ("train.multvae.dropout=1.0", r"train.multvae needs dropout in \[0, 1\)"),
+    ("train.multvae.hidden_units=[]", "at least one hidden_units layer"),
 ])
 def test_bad_values_fail_with_the_key_path(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -83,3 +87,8 @@ def test_bad_run_date_stops_the_pipeline_before_spark_starts(tmp_path, capsys):
     assert nightly.main(["--run-date", "20240115", "--set", f"storage.warehouse={tmp_path}/wh"]) == 2
     assert "must be YYYY-MM-DD" in capsys.readouterr().err
     assert not (tmp_path / "wh").exists()
+
+
+def test_multvae_defaults_are_the_vae_cf_recipe():
+    vae = load_config(env="local").train.multvae
+    assert (vae.hidden_units, vae.embedding_dim, vae.dropout, vae.kl_beta) == ([600], 200, 0.5, 0.2)

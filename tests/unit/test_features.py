@@ -188,3 +188,25 @@ def test_item_features(spark, tmp_path):
     assert [(x[S.YEAR], x[S.YEAR_BUCKET]) for x in (a, b, c)] == [(1966, 14), (1899, 1), (None, 0)]
     assert [(x[S.POPULARITY], x[S.USER_COUNT]) for x in (a, b, c, d)] == [(2, 1), (0, 0), (1, 1), (0, 0)]
     assert b[S.DAYS_SINCE_LAST] is None and a[S.LAST_TS] == DAY + dt.timedelta(hours=2)
+
+
+def test_every_item_of_a_query_window_is_among_the_items_it_excludes(spark):
+    """A retriever that reads the window's items (multvae reconstructs them, so they score high)
+    never gets them back: the recommend job's SEEN list of a query holds every window item."""
+    from jobs import recommend
+
+    # user 1: 12 validation, 13 test; user 3 watches 30 again as its validation item, 32 is its test
+    marked = _marked(spark, [(1, 10, 1), (1, 11, 2), (1, 12, 3), (1, 13, 4),
+                             (3, 30, 1), (3, 31, 2), (3, 30, 3), (3, 32, 4)])
+    cf = J.cf_examples(marked, num_items=40, negatives_per_positive=1, seed=42)
+    sequences = J.user_sequences(marked, sequence_length=2, gap_minutes=30)
+    got = {}
+    for split, seen in ((S.SPLIT_SERVE, recommend.seen_items(cf)),
+                        (S.SPLIT_VALID, recommend.seen_items(cf, [S.SPLIT_TRAIN]))):
+        for r in recommend.queries(sequences, split, seen).collect():
+            got[(r[S.USER_IDX], split)] = (r[S.SEQ_ITEMS], r[recommend.SEEN])
+    assert got == {(1, "serve"): ([11, 12], [10, 11, 12]),  # the validation item is in both
+                   (1, "valid"): ([10, 11], [10, 11]),
+                   (3, "serve"): ([31, 30], [30, 31]),
+                   (3, "valid"): ([30, 31], [30, 31])}
+    assert all(set(window) <= set(seen) for window, seen in got.values())

@@ -45,7 +45,7 @@ def synthetic_batch(n=64, seed=0):
     }
 
 
-@pytest.mark.parametrize("name", ["sasrec", "deep_cf", "dien", "content"])
+@pytest.mark.parametrize("name", ["sasrec", "deep_cf", "dien", "content", "multvae"])
 class TestEveryModel:
     conf = ModelConf(embedding_dim=8, hidden_units=[16, 8], learning_rate=0.01, l2=1e-6, dropout=0.0)
 
@@ -154,6 +154,82 @@ def test_sasrec_loss_ignores_padding_and_user_item_dot_is_the_logit():
     last = full[np.arange(4), batch[S.SEQ_LEN] - 1]
     np.testing.assert_allclose(dots[:, 1:], last[:, 1:], rtol=1e-4, atol=1e-4)
     assert np.all(last[:, 0] < -1e8)  # the padding item is never predicted
+
+
+def test_multvae_multinomial_log_likelihood_by_hand():
+    from libs.models.multvae import multinomial_log_likelihood
+
+    # catalog of 3 real items (index 0 = padding, at -inf); softmax over items 1..3 = 0.5, 0.3, 0.2
+    logits = tf.math.log(tf.constant([[1e-30, 0.5, 0.3, 0.2]] * 2))
+    # the set {1, 3} (padding and a repeat count nothing): -(log 0.5 + log 0.2) = 0.6931 + 1.6094 = 2.3026
+    loss = multinomial_log_likelihood(tf.constant([[1, 3, 0], [3, 1, 3]]), logits).numpy()
+    np.testing.assert_allclose(loss, [2.302585, 2.302585], rtol=1e-5)
+
+
+def test_multvae_kl_term_and_its_annealed_weight_by_hand():
+    from libs.models.multvae import AUTOENCODER, kl_divergence, kl_weight
+
+    # KL(N(mu, e^lv) || N(0, 1)) = 0.5 * sum(e^lv + mu^2 - 1 - lv):
+    # mu = (1, 0), lv = (0, log 2): 0.5 * ((1 + 1 - 1 - 0) + (2 + 0 - 1 - 0.6931)) = 0.5 * 1.3069 = 0.6534
+    kl = kl_divergence(tf.constant([[1.0, 0.0], [0.0, 0.0]]), tf.constant([[0.0, np.log(2.0)], [0.0, 0.0]]))
+    np.testing.assert_allclose(kl.numpy(), [0.653426, 0.0], rtol=1e-5)
+    # min(beta, step / steps) with beta 0.2 over 10 steps: 0, 0.1, 0.2 (capped) at steps 0, 1, 5
+    assert [float(kl_weight(s, 0.2, 10)) for s in (0, 1, 5)] == pytest.approx([0.0, 0.1, 0.2])
+
+    conf = ModelConf(embedding_dim=4, hidden_units=[8], dropout=0.0, kl_beta=0.2, kl_anneal_steps=10)
+    model = build_model("multvae", SPECS, conf)
+    items = tf.constant(synthetic_batch(6)[S.SEQ_ITEMS])
+    model(items, training=True)                  # step 0: weight 0
+    assert float(model.losses[0]) == 0.0
+    layer = model.get_layer(AUTOENCODER)
+    mu, log_var = layer.encode(items, training=False)
+    model(items, training=True)                  # step 1: weight 0.1 times the batch's mean KL
+    np.testing.assert_allclose(float(model.losses[0]), 0.1 * float(tf.reduce_mean(kl_divergence(mu, log_var))),
+                               rtol=1e-5)
+    assert int(layer.step.numpy()) == 2
+    model(items, training=False)                 # inference adds no loss and does not count a step
+    assert model.losses == [] and int(layer.step.numpy()) == 2
+
+
+def test_multvae_user_item_dot_is_the_decoders_logit():
+    from libs.models.multvae import item_vectors, user_encoder
+
+    tf.keras.utils.set_random_seed(0)
+    model = build_model("multvae", SPECS, ModelConf(embedding_dim=4, hidden_units=[16, 8], dropout=0.5))
+    windows = synthetic_batch(5)[S.SEQ_ITEMS]
+    logits = model({S.SEQ_ITEMS: windows}, training=False).numpy()        # (5, I): the latent's mean, no dropout
+    users, items = user_encoder(model)({S.SEQ_ITEMS: windows}), item_vectors(model)
+    assert users.shape == (5, 16 + 1) and items.shape == (SPECS.n_items, 16 + 1)   # decoder mirrors [16, 8]
+    np.testing.assert_allclose(users[:, -1], 1.0)                            # the bias column
+    np.testing.assert_allclose(users @ items.T[:, 1:], logits[:, 1:], rtol=1e-4, atol=1e-4)
+    assert np.all(logits[:, 0] < -1e8)                                       # padding is never predicted
+
+
+def test_multvae_never_returns_its_own_input_items_as_candidates():
+    """The autoencoder scores its input items highest (here forced: +100 on their output bias),
+    and they are the query's seen items, which union_candidates excludes."""
+    from libs.models.multvae import AUTOENCODER
+    from libs.ranking import NO_ITEM, union_candidates
+
+    model = build_model("multvae", SPECS, ModelConf(embedding_dim=4, hidden_units=[8], dropout=0.0))
+    windows = np.array([[2, 5, 7, 0], [3, 3, 0, 0]], np.int32)
+    output = model.get_layer(AUTOENCODER).output_layer
+    kernel, bias = output.get_weights()
+    bias[[2, 3, 5, 7]] += 100.0
+    output.set_weights([kernel, bias])
+    users, items = retrieval_embeddings("multvae", model, {S.SEQ_ITEMS: windows})
+    allowed = {"multvae": np.ones(SPECS.n_items, bool)}
+
+    unmasked, _ = union_candidates({"multvae": users}, {"multvae": items}, {"multvae": 4}, 4,
+                                   [[], []], allowed)
+    assert set(unmasked[0]) == set(unmasked[1]) == {2, 3, 5, 7}  # without the mask the inputs come first
+    seen = [w[w > 0] for w in windows]  # what recommend.queries' SEEN holds for a window (a superset of it)
+    candidates, stage = union_candidates({"multvae": users}, {"multvae": items}, {"multvae": 11}, 4, seen, allowed)
+    for row, window in enumerate(windows):
+        real = candidates[row][candidates[row] != NO_ITEM]
+        assert not set(real) & set(window[window > 0]) and 0 not in real
+        assert len(real) == SPECS.n_items - 1 - len(set(window[window > 0]))  # every other item comes back
+    np.testing.assert_array_equal(stage["multvae"], candidates)
 
 
 # --- layers -------------------------------------------------------------------------------------

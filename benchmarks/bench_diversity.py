@@ -33,22 +33,31 @@ KNOBS = (0, 0.1, 0.2, 0.3, 0.5, 0.7)
 
 
 def night_blend(ctx: JobContext) -> Optional[dict]:
-    """The blend record the run date's recommend step saved (run id from the ``runs`` table, else
-    ``run.run_id``), pinning ``ctx`` to that night's model runs; None if there is none."""
+    """The blend record of ``run.run_id`` when its recommend step saved one (the models it used
+    are the latest published ones), else of the run date's latest night in the ``runs`` table,
+    pinning ``ctx`` to that night's model runs; None if there is neither."""
     from libs import runs
     from libs.model_store import ModelStore
 
-    night = [r for r in runs.rows(ctx.store) if r[S.RUN_DATE] == ctx.cfg.run_date]
-    run_id = ctx.cfg.run.run_id
-    if night:
-        latest = max(night, key=lambda r: r[S.STARTED_AT])
-        run_id, ctx.model_runs = latest[S.RUN_ID], dict(latest[S.MODEL_RUNS] or {})
-    import tensorflow as tf
+    models = ModelStore(ctx.cfg.storage.warehouse)
 
-    try:
-        return ModelStore(ctx.cfg.storage.warehouse).record(BLEND_RECORD, run_id)
-    except (FileNotFoundError, OSError, tf.errors.NotFoundError):  # the model store reads through tf.io.gfile
+    def record(run_id):
+        import tensorflow as tf
+
+        try:
+            return models.record(BLEND_RECORD, run_id)
+        except (FileNotFoundError, OSError, tf.errors.NotFoundError):  # the model store reads through tf.io.gfile
+            return None
+
+    own = record(ctx.cfg.run.run_id)
+    if own is not None:
+        return own
+    night = [r for r in runs.rows(ctx.store) if r[S.RUN_DATE] == ctx.cfg.run_date]
+    if not night:
         return None
+    latest = max(night, key=lambda r: r[S.STARTED_AT])
+    ctx.model_runs = dict(latest[S.MODEL_RUNS] or {})
+    return record(latest[S.RUN_ID])
 
 
 def blended_candidates(ctx: JobContext):

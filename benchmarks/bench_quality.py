@@ -19,10 +19,11 @@ import argparse
 import datetime as dt
 import shutil
 import time
+from typing import Optional
 
 from pyspark.sql import functions as F
 
-from libs import schema as S
+from libs import diversity as D, schema as S
 from libs.conf import load_config
 from libs.model_store import ModelStore
 from libs.runtime import make_context
@@ -44,24 +45,30 @@ def run_night(ctx) -> dict:
     return seconds
 
 
-def report_night(ctx, seconds: dict, title: str) -> None:
+def report_night(ctx, seconds: Optional[dict], title: str) -> None:
+    """The night's step seconds (when given), its full-ranking stage table from METRICS, the blend
+    fit and each model's training record (the runs this night used: ``ctx.model_run``)."""
     cfg = ctx.cfg
     k = cfg.recommend.k
     rows = (ctx.store.read(S.METRICS.name).where(F.col(S.RUN_DATE) == F.lit(cfg.run_date)).toPandas())
     full = rows[rows[S.PROTOCOL] == S.PROTOCOL_FULL_RANKING].pivot_table(
         index=S.MODEL, columns=S.METRIC, values=S.METRIC_VALUE, aggfunc="first")
-    print(f"\n== {title}: {seconds['total']:.0f}s, "
+    took = f"{seconds['total']:.0f}s, " if seconds else ""
+    print(f"\n== {title}: {took}"
           f"{ctx.spark.sparkContext.defaultParallelism} cores, train.num_proc={cfg.train.num_proc} ==")
-    for name in nightly.STEPS:
+    for name in [s for s in nightly.STEPS if s in (seconds or {})]:
         print(f"  {name:<10}{seconds[name]:>8.1f}s")
     print(f"\nfull ranking, {int(full['users'].max()):,} users (latest item held out, every unseen item ranked)")
-    print(f"{'':38}{'recall@' + str(k):>11}{'ndcg@' + str(k):>10}{'coverage':>10}")
+    lists = [m for m in (D.INTRA_LIST_DIVERSITY, D.GENRE_COVERAGE, D.POPULARITY_PERCENTILE) if m in full.columns]
+    print(f"{'':38}{'recall@' + str(k):>11}{'ndcg@' + str(k):>10}{'coverage':>10}"
+          + "".join(f"{m:>{len(m) + 2}}" for m in lists))
     order = [m for m in full.index if m not in (S.MODEL_FINAL, S.MODEL_POPULARITY, "als")]
     for model in order + ["als", S.MODEL_POPULARITY, S.MODEL_FINAL]:
         if model in full.index:
             label = f"{model} alone (retrieval stage)" if model in order else model
             r = full.loc[model]
-            print(f"{label:38}{r[f'recall@{k}']:>11.4f}{r[f'ndcg@{k}']:>10.4f}{r['catalog_coverage']:>10.4f}")
+            print(f"{label:38}{r[f'recall@{k}']:>11.4f}{r[f'ndcg@{k}']:>10.4f}{r['catalog_coverage']:>10.4f}"
+                  + "".join(f"{r[m]:>{len(m) + 2}.4f}" for m in lists))
     for label, (recall, ndcg) in PUBLISHED.get(cfg.dataset_name, {}).items():
         print(f"{label:38}{recall:>11.3f}{ndcg:>10.3f}")
     models = ModelStore(cfg.storage.warehouse)
@@ -71,7 +78,7 @@ def report_night(ctx, seconds: dict, title: str) -> None:
         if key.startswith("validation_"):
             print(f"  {key}: {value}")
     for model in cfg.train.models:
-        record = models.record(model, cfg.run.run_id)
+        record = models.record(model, ctx.model_run(model))
         extra = f", best epoch {record['best_epoch']} of {record['epochs_run']} run" if "best_epoch" in record else ""
         warm = record.get("warm_start", {})
         start = f"warm from {warm['from_run']}" if warm.get("applied") else "cold"

@@ -421,4 +421,8 @@ def main(argv: Optional[list] = None) -> Dict[str, int]:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the importable module: the broadcast ServingAssets then pickles as
+    # jobs.recommend.ServingAssets, which executors can import (not __main__.ServingAssets).
+    from jobs import recommend
+
+    recommend.main()

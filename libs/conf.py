@@ -149,6 +149,9 @@ class RecommendConf:
     blend_grid_step: float = 0.1        # weights are searched on the simplex in steps of this
     weights: Dict[str, float] = field(default_factory=dict)  # blend weights when blend_users is 0
     fallback_days: int = 30             # popular items of the last N days for users without history
+    # models whose attention explains the ranked rows (the first that took part in the ranking is used;
+    # libs/explanations.py); [] or none of them taking part: REASON is null on ranked rows
+    explain_with: List[str] = field(default_factory=lambda: ["dien", "sasrec"])
 
 
 @dataclass
@@ -359,6 +362,8 @@ def _validate(cfg: Config) -> None:
     need(cfg.recommend.retrievers and all(n >= cfg.recommend.k for n in cfg.recommend.retrievers.values()),
          "recommend.retrievers must name at least one retriever, each with candidates >= recommend.k")
     need(0 < cfg.recommend.blend_grid_step <= 1, "recommend.blend_grid_step must be in (0, 1]")
+    unknown_explainers = [m for m in cfg.recommend.explain_with if m not in MODEL_NAMES]
+    need(not unknown_explainers, f"recommend.explain_with: unknown model(s) {unknown_explainers}; known: {MODEL_NAMES}")
     for src_name in ("interactions", "items"):
         src = getattr(cfg.dataset, src_name)
         need(src.path, f"dataset.{src_name}.path is required (dataset adapter {cfg.dataset_name})")

@@ -136,7 +136,7 @@ def candidate_scorer(model: tf.keras.Model, item_content=None):
         holding them (no second pass), else the extractor and the attention unit run again."""
         if last and last["history"] is columns[S.HIST_ITEMS] and len(items) == len(last["candidates"]):
             hit = last["candidates"][:, :, None] == items[:, None, :]                   # (U, C, K)
-            if hit.any(axis=1).all():
+            if (hit.any(axis=1) | (items <= 0)).all():  # items <= 0: empty slots, their reason unused
                 return np.take_along_axis(last["focus"], hit.argmax(axis=1)[:, :, None], axis=1)
         inputs = [pad_rows(np.asarray(columns[c], np.int32), USER_BLOCK) for c in (S.HIST_ITEMS, S.HIST_LEN)]
         padded = pad_rows(np.maximum(items, 0).astype(np.int32), USER_BLOCK)

@@ -47,6 +47,7 @@ def test_cluster_env_keeps_master_unset():
     ("run.date=2024-13-45", "run.date must be YYYY-MM-DD"),
     ("train.models=[deep_cf, wide_deep]", "unknown model"),
     ("storage.backend=parquet", "storage.backend"),
+    ("recommend.explain_with=[dien, attention]", r"recommend.explain_with: unknown model\(s\) \['attention'\]"),
 ])
 def test_bad_values_fail_with_the_key_path(override, message):
     with pytest.raises(ConfigError, match=message):

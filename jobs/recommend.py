@@ -184,14 +184,16 @@ STAGE_SCHEMA = (f"{S.USER_IDX} int, {S.STAGE} string, {S.RANK} int, {S.ITEM_IDX}
                 f"{REASON_ITEM} int")
 
 
-def reason_items(final: pd.DataFrame, users: np.ndarray, columns: Dict[str, np.ndarray], explain) -> np.ndarray:
+def reason_items(final: pd.DataFrame, users: np.ndarray, columns: Dict[str, np.ndarray], explain,
+                 k: int) -> np.ndarray:
     """(rows,) the reason item of each of a block's final rows (user_idx, rank, item_idx), 0: none.
 
-    Only the final K rows per user are explained: ``explain(columns, items (U, K))``.
+    Only the final K rows per user are explained: ``explain(columns, items (U, K))`` (a fixed
+    width, so compiled explainers see one shape; slots of users with fewer rows hold 0).
     """
     row = pd.Index(users).get_indexer(final[S.USER_IDX].to_numpy())
     slot = final[S.RANK].to_numpy() - 1
-    items = np.zeros((len(users), int(slot.max(initial=-1)) + 1), np.int64)
+    items = np.zeros((len(users), k), np.int64)
     items[row, slot] = final[S.ITEM_IDX].to_numpy()
     return np.asarray(explain(columns, items))[row, slot] if len(final) else np.zeros(0, np.int32)
 
@@ -210,7 +212,8 @@ def rank_users(batches: Iterator[pd.DataFrame], assets: ServingAssets, profile: 
             reasons = np.zeros(len(final), np.int32)
             if assets.explainer is not None:
                 with profile.timed(f"explain {assets.explainer}"):
-                    reasons = reason_items(final, users, columns, _served(assets, assets.explainer, profile).explain)
+                    reasons = reason_items(final, users, columns, _served(assets, assets.explainer, profile).explain,
+                                           assets.k)
             with profile.timed("blend + top-k"):
                 out = [final.assign(**{S.STAGE: S.MODEL_FINAL, REASON_ITEM: reasons})]
                 for name, items in stage.items():

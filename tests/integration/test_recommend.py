@@ -238,6 +238,13 @@ def test_every_row_has_a_reason_and_an_old_table_without_the_column_takes_them(c
             assert r[S.REASON].startswith(S.REASON_BECAUSE_YOU_WATCHED), r
             assert r[S.REASON][len(S.REASON_BECAUSE_YOU_WATCHED):] in history, r
 
+    # the evaluation report's counts per kind: u5's 3 fallback rows, every other row explained; the old night: none
+    from libs.evaluation_report import reason_counts
+
+    counts = dict(reason_counts(old.store, RUN_DATE).itertuples(index=False))
+    assert counts == {"popular_recently": 3, "because_you_watched": len(night) - 3}
+    assert dict(reason_counts(old.store, old_night).itertuples(index=False)) == {"none": 1}
+
 
 def test_the_explaining_model_is_the_first_listed_that_took_part_in_the_ranking():
     import numpy as np
@@ -253,3 +260,11 @@ def test_the_explaining_model_is_the_first_listed_that_took_part_in_the_ranking(
     assert explaining_model([], assets) is None                       # ranked rows get a null reason
     assets.retrievers = {"deep_cf": 5}
     assert explaining_model(["sasrec"], assets) is None
+
+
+def test_a_model_that_cannot_explain_in_explain_with_is_a_clear_error(spark, tmp_path):
+    from jobs import recommend
+
+    cfg = make_config(str(tmp_path / "warehouse"), **{**CONF, "recommend.explain_with": "[deep_cf, dien]"})
+    with pytest.raises(ValueError, match=r"recommend.explain_with: \['deep_cf'\] cannot explain.*\['dien', 'sasrec'\]"):
+        recommend.load_assets(make_context(cfg), None, 8)

@@ -5,7 +5,7 @@
 Prepares features and trains the models into ``.bench/<dataset>`` when missing (as
 ``benchmarks.bench_recommend``), then runs the recommend job with fixed blend weights (every model
 runs, so DIEN takes part and can explain) under ``recommend.explain_with`` = ``[]`` (no reasons),
-``[dien]`` and ``[sasrec]``, in rounds after one warm-up run, and prints per setting the median
+``[dien]`` and ``[sasrec]``, in rounds after one warm-up run of each, and prints per setting the median
 ``score users`` seconds (driver wall time of scoring every user) and the executor seconds of the
 explain step.
 """
@@ -44,7 +44,8 @@ def main(argv=None):
         return timed_recommend(bench_config(args, "recommend.blend_users=0", WEIGHTS,
                                             f"recommend.explain_with={SETTINGS[setting]}"))
 
-    run("no reasons")  # warm-up: JVM, Python workers, XLA compilation caches of this process
+    for setting in SETTINGS:  # warm-up: JVM, Python workers, each explainer's XLA compilation (once per worker)
+        run(setting)
     seconds = {s: [] for s in SETTINGS}
     explain = {s: [] for s in SETTINGS}
     for _ in range(args.repeats):

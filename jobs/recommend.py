@@ -16,6 +16,9 @@
 4. Fallback for users with no training history: the most popular items of the last
    ``recommend.fallback_days`` days of events up to the run date, ties by item id, marked
    ``source = "fallback"``.
+5. A reason per row (:mod:`libs.explanations`): for each user's final K rows only, the history
+   item that the first model of ``recommend.explain_with`` taking part in the ranking attends to
+   most (``because_you_watched:<item_id>``); ``popular_recently`` for fallback rows.
 
 Each retriever's own top-K goes to the ``candidates`` stage table, so the evaluate job can score
 every stage alone. Models are loaded and compiled once per executor Python worker, never per
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 SOURCE_RANKED = "ranked"
 SOURCE_FALLBACK = "fallback"
 SEEN = "seen"
+REASON_ITEM = "reason_item"  # item index of a ranked row's reason (0: none), until original ids are joined
 
 
 def _served(assets: "ServingAssets", name: str, profile: Profile) -> ServedModel:
@@ -134,6 +138,7 @@ class ServingAssets:
         history_length: L of the rankers' HIST_ITEMS (the latest L items of the query).
         train_popularity: (n_items,) training interactions per item (validation's popularity baseline).
         diversity: the MMR lambda of the final top-K (0: by the blend alone).
+        explainer: the model whose attention gives the final rows their reason (None: no reason).
     """
 
     k: int
@@ -148,15 +153,17 @@ class ServingAssets:
     history_length: int = 0
     train_popularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
     diversity: float = 0.0
+    explainer: Optional[str] = None
 
 
 def candidate_features(frame: pd.DataFrame, assets: ServingAssets, profile: Profile,
-                       weights: Optional[np.ndarray] = None):
+                       weights: Optional[np.ndarray] = None, columns: Optional[Dict[str, np.ndarray]] = None):
     """(candidates (U, C), valid (U, C), features (U, C, M), stage {retriever: (U, N)}) of a block.
 
     With ``weights``, models of weight 0 are not run (their feature stays 0: the blend is the same).
+    ``columns``: the block's :func:`query_columns`, when the caller has them already.
     """
-    columns = query_columns(frame, assets.history_length)
+    columns = query_columns(frame, assets.history_length) if columns is None else columns
     seen = [np.asarray(s, dtype=np.int64) for s in frame[SEEN]]
     scored = [name for m, name in enumerate(assets.blend_models) if weights is None or weights[m] != 0]
     served = {name: _served(assets, name, profile) for name in [*assets.retrievers, *scored]}
@@ -183,7 +190,22 @@ def similarity_sources(assets: ServingAssets) -> List[np.ndarray]:
     return [assets.item_content[S.GENRE_MULTI_HOT], assets.item_vectors[next(iter(assets.retrievers))]]
 
 
-STAGE_SCHEMA = f"{S.USER_IDX} int, {S.STAGE} string, {S.RANK} int, {S.ITEM_IDX} int, {S.SCORE} double"
+STAGE_SCHEMA = (f"{S.USER_IDX} int, {S.STAGE} string, {S.RANK} int, {S.ITEM_IDX} int, {S.SCORE} double, "
+                f"{REASON_ITEM} int")
+
+
+def reason_items(final: pd.DataFrame, users: np.ndarray, columns: Dict[str, np.ndarray], explain,
+                 k: int) -> np.ndarray:
+    """(rows,) the reason item of each of a block's final rows (user_idx, rank, item_idx), 0: none.
+
+    Only the final K rows per user are explained: ``explain(columns, items (U, K))`` (a fixed
+    width, so compiled explainers see one shape; slots of users with fewer rows hold 0).
+    """
+    row = pd.Index(users).get_indexer(final[S.USER_IDX].to_numpy())
+    slot = final[S.RANK].to_numpy() - 1
+    items = np.zeros((len(users), k), np.int64)
+    items[row, slot] = final[S.ITEM_IDX].to_numpy()
+    return np.asarray(explain(columns, items))[row, slot] if len(final) else np.zeros(0, np.int32)
 
 
 def rank_users(batches: Iterator[pd.DataFrame], assets: ServingAssets, profile: Profile) -> Iterator[pd.DataFrame]:
@@ -192,17 +214,26 @@ def rank_users(batches: Iterator[pd.DataFrame], assets: ServingAssets, profile: 
         for start in range(0, len(frame), USER_BLOCK):
             chunk = frame.iloc[start:start + USER_BLOCK]
             users = chunk[S.USER_IDX].to_numpy()
-            candidates, valid, features, stage = candidate_features(chunk, assets, profile, assets.weights)
+            columns = query_columns(chunk, assets.history_length)
+            candidates, valid, features, stage = candidate_features(chunk, assets, profile, assets.weights, columns)
             with profile.timed("blend + top-k"):
                 blended = 1.0 / (1.0 + np.exp(-blend(features, assets.weights)))
-                out = [diversified_top_k(users, candidates, valid, blended, assets.k, assets.diversity,
-                                         similarity_sources(assets)).assign(**{S.STAGE: S.MODEL_FINAL})]
+                final = diversified_top_k(users, candidates, valid, blended, assets.k, assets.diversity,
+                                          similarity_sources(assets))
+            reasons = np.zeros(len(final), np.int32)
+            if assets.explainer is not None:  # the reasons of the rows the table gets, after any re-ranking
+                with profile.timed(f"explain {assets.explainer}"):
+                    reasons = reason_items(final, users, columns, _served(assets, assets.explainer, profile).explain,
+                                           assets.k)
+            with profile.timed("blend + top-k"):
+                out = [final.assign(**{S.STAGE: S.MODEL_FINAL, REASON_ITEM: reasons})]
                 for name, items in stage.items():
                     retrieved = items[:, :assets.k]
                     slots = np.broadcast_to(-np.arange(retrieved.shape[1], dtype=np.float64), retrieved.shape)
                     out.append(top_k_rows(users, retrieved, retrieved != NO_ITEM, slots, assets.k)
-                               .assign(**{S.STAGE: name}))
-                rows = pd.concat(out, ignore_index=True)[[S.USER_IDX, S.STAGE, S.RANK, S.ITEM_IDX, S.SCORE]]
+                               .assign(**{S.STAGE: name, REASON_ITEM: 0}))
+                rows = pd.concat(out, ignore_index=True)[[S.USER_IDX, S.STAGE, S.RANK, S.ITEM_IDX, S.SCORE,
+                                                          REASON_ITEM]]
             profile.flush()
             yield rows
 
@@ -264,8 +295,8 @@ def fit_blend(validation: pd.DataFrame, models: List[str], k: int, step: float) 
 
 
 def recommend(users: DataFrame, assets: ServingAssets, fallback: DataFrame, profile: Profile) -> DataFrame:
-    """(user_idx, stage, rank, item_idx, score, source): ranked rows and retriever stage rows of every
-    user with history, and the fallback list (stage final) for ``users`` without."""
+    """(user_idx, stage, rank, item_idx, score, reason_item, source): ranked rows and retriever stage
+    rows of every user with history, and the fallback list (stage final) for ``users`` without."""
     with_history = users.where(F.col(S.SEQ_LEN) > 0)
     shipped = users.sparkSession.sparkContext.broadcast(assets)  # once per executor, not per task
     ranked = (with_history.mapInPandas(lambda it: rank_users(it, shipped.value, profile), STAGE_SCHEMA)
@@ -273,13 +304,18 @@ def recommend(users: DataFrame, assets: ServingAssets, fallback: DataFrame, prof
     cold_users = users.where(F.col(S.SEQ_LEN) == 0).select(S.USER_IDX)
     fallen_back = (cold_users.crossJoin(F.broadcast(fallback))
                    .select(S.USER_IDX, F.lit(S.MODEL_FINAL).alias(S.STAGE), S.RANK, S.ITEM_IDX, S.SCORE,
-                           F.lit(SOURCE_FALLBACK).alias(S.SOURCE)))
+                           F.lit(0).alias(REASON_ITEM), F.lit(SOURCE_FALLBACK).alias(S.SOURCE)))
     return ranked.unionByName(fallen_back)
 
 
 def with_original_ids(recs: DataFrame, vocab_users: DataFrame, vocab_items: DataFrame,
                       model_run: str, run_date: dt.date) -> DataFrame:
-    out = (recs.join(vocab_users, S.USER_IDX).join(vocab_items, S.ITEM_IDX)
+    """The recommendations table's rows: original ids, and the reason (README "Explanations")."""
+    reason_ids = vocab_items.select(F.col(S.ITEM_IDX).alias(REASON_ITEM), F.col(S.ITEM_ID).alias("reason_id"))
+    reason = (F.when(F.col(S.SOURCE) == SOURCE_FALLBACK, F.lit(S.REASON_POPULAR_RECENTLY))
+              .when(F.col("reason_id").isNotNull(), F.concat(F.lit(S.REASON_BECAUSE_YOU_WATCHED), "reason_id")))
+    out = (recs.join(vocab_users, S.USER_IDX).join(vocab_items, S.ITEM_IDX).join(reason_ids, REASON_ITEM, "left")
+           .withColumn(S.REASON, reason)
            .withColumn(S.MODEL_RUN, F.lit(model_run)).withColumn(S.RUN_DATE, F.lit(run_date)))
     return conform_exact(out.select(*S.RECOMMENDATIONS.columns), S.RECOMMENDATIONS)
 
@@ -292,6 +328,10 @@ def load_assets(ctx: JobContext, item_features: DataFrame, n_items: int):
     from libs.model_store import ModelStore
 
     cfg = ctx.cfg.recommend
+    cannot = [m for m in cfg.explain_with if registry.model_def(m).explainer is None]
+    if cannot:
+        raise ValueError(f"recommend.explain_with: {cannot} cannot explain (no attention over the history); "
+                         f"models that can: {registry.explainers(registry.MODEL_NAMES)}")
     store = ModelStore(ctx.cfg.storage.warehouse)
     runs = {m: ctx.model_run(m) for m in ctx.cfg.train.models}
     runs = {m: r for m, r in runs.items() if r}
@@ -330,6 +370,13 @@ def load_assets(ctx: JobContext, item_features: DataFrame, n_items: int):
                            {m: store.model_path(m, runs[m]) for m in blend_models}, blend_models,
                            history_length=history_length, diversity=cfg.diversity)
     return assets, {m: runs[m] for m in blend_models}
+
+
+def explaining_model(explain_with: List[str], assets: ServingAssets) -> Optional[str]:
+    """The first of ``explain_with`` that took part in the ranking: a retriever of the run, or a
+    model of non-zero blend weight (a model of weight 0 did not shape the list, and is not run)."""
+    used = set(assets.retrievers) | {m for m, w in zip(assets.blend_models, assets.weights) if w != 0}
+    return next((m for m in explain_with if m in used), None)
 
 
 def blend_weights(ctx: JobContext, assets: ServingAssets, user_sequences: DataFrame, cf: DataFrame,
@@ -378,7 +425,9 @@ def run(ctx: JobContext, profile: Optional[Profile] = None) -> Dict[str, int]:
         with profile.wall("blend fit"):
             fit = blend_weights(ctx, assets, sequences, cf, profile)
         assets.weights = np.array([fit["weights"][m] for m in assets.blend_models])
-        log.info("blend weights %s (%s)", fit["weights"], fit["tuned_on"])
+        assets.explainer = explaining_model(cfg.recommend.explain_with, assets)
+        log.info("blend weights %s (%s); reasons from %s", fit["weights"], fit["tuned_on"],
+                 assets.explainer or "no model (recommend.explain_with: none took part)")
         ModelStore(cfg.storage.warehouse).save_record(BLEND_RECORD, cfg.run.run_id, {
             **fit, "model_runs": runs, "retrievers": assets.retrievers, "run_date": cfg.run.date})
         serving = queries(sequences, S.SPLIT_SERVE, seen_items(cf))

@@ -153,6 +153,9 @@ class RecommendConf:
     weights: Dict[str, float] = field(default_factory=dict)  # blend weights when blend_users is 0
     fallback_days: int = 30             # popular items of the last N days for users without history
     diversity: float = 0.0              # MMR lambda in [0, 1] (libs.diversity); 0: ranked by the blend alone
+    # models whose attention explains the ranked rows (the first that took part in the ranking is used;
+    # libs/explanations.py); [] or none of them taking part: REASON is null on ranked rows
+    explain_with: List[str] = field(default_factory=lambda: ["dien", "sasrec"])
 
 
 @dataclass
@@ -370,6 +373,8 @@ def _validate(cfg: Config) -> None:
     need(0 < cfg.recommend.blend_grid_step <= 1, "recommend.blend_grid_step must be in (0, 1]")
     need(0 <= cfg.recommend.diversity <= 1,
          f"recommend.diversity (MMR lambda) must be in [0, 1], got {cfg.recommend.diversity}")
+    unknown_explainers = [m for m in cfg.recommend.explain_with if m not in MODEL_NAMES]
+    need(not unknown_explainers, f"recommend.explain_with: unknown model(s) {unknown_explainers}; known: {MODEL_NAMES}")
     for src_name in ("interactions", "items"):
         src = getattr(cfg.dataset, src_name)
         need(src.path, f"dataset.{src_name}.path is required (dataset adapter {cfg.dataset_name})")

@@ -32,6 +32,17 @@ def item_exposure(store, recs: DataFrame, k: int):
             .join(counts, S.ITEM_IDX, "left").fillna(0, ["recommended"]).toPandas())
 
 
+def reason_counts(store, run_date: dt.date):
+    """pandas (kind, rows): the run date's recommendation rows per reason kind (because_you_watched,
+    popular_recently, none for null; a table written before the column existed: all none)."""
+    recs = store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == F.lit(run_date))
+    reason = F.col(S.REASON) if S.REASON in recs.columns else F.lit(None).cast("string")
+    kind = (F.when(reason.isNull(), F.lit("none"))
+            .when(reason.startswith(S.REASON_BECAUSE_YOU_WATCHED), F.lit(S.REASON_BECAUSE_YOU_WATCHED.rstrip(":")))
+            .otherwise(reason))
+    return recs.groupBy(kind.alias("kind")).agg(F.count("*").alias("rows")).toPandas()
+
+
 def publish_report(store, warehouse: str, run_date: dt.date, recs: DataFrame, k: int) -> Optional[str]:
     """Write ``<warehouse>/reports/evaluation-<date>.html`` from the ``metrics`` table (after the
     night's rows are written) and the night's recommendations; return its path (None for a
@@ -40,7 +51,8 @@ def publish_report(store, warehouse: str, run_date: dt.date, recs: DataFrame, k:
     if path is None:
         log.warning("warehouse %s is not local: no HTML report written", warehouse)
         return None
-    page = render_html(metrics_history(store, run_date), item_exposure(store, recs, k), run_date, k)
+    page = render_html(metrics_history(store, run_date), item_exposure(store, recs, k), run_date, k,
+                       reason_counts(store, run_date))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(page)

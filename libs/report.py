@@ -8,6 +8,8 @@ Pure functions of pandas frames (no Spark): :func:`render_html` takes
   (:mod:`libs.evaluation_segments`).
 - ``items``: one row per catalog item: ``popularity`` (training interactions) and
   ``recommended`` (how many users have it in their top K that night).
+- ``reasons`` (optional): the night's recommendation rows per reason kind (``kind``, ``rows``;
+  :func:`reason_shares`).
 """
 from __future__ import annotations
 
@@ -111,6 +113,19 @@ def popularity_summary(items: pd.DataFrame) -> Dict[str, float]:
         "median popularity, recommended (per slot)": float(np.median(np.repeat(
             items["popularity"].to_numpy(), items["recommended"].to_numpy().astype(int)))) if slots else 0.0,
     }
+
+
+REASON_KINDS = ("because_you_watched", "popular_recently", "none")  # the report's order; "none": a null reason
+
+
+def reason_shares(reasons: pd.DataFrame) -> pd.DataFrame:
+    """Rows and share of the night's recommendation rows per reason kind (README "Explanations"),
+    formatted; kinds in :data:`REASON_KINDS` order, any other kind after them."""
+    counts = reasons.groupby("kind")["rows"].sum()
+    kinds = [k for k in REASON_KINDS if k in counts.index] + sorted(set(counts.index) - set(REASON_KINDS))
+    total = counts.sum()
+    return pd.DataFrame({"rows": [fmt_value("users", float(counts[k])) for k in kinds],
+                         "share": [f"{100 * counts[k] / total:.1f}%" for k in kinds]}, index=kinds)
 
 
 # --- plots ---------------------------------------------------------------------------------------
@@ -282,7 +297,8 @@ def _img(png: Optional[str], alt: str) -> str:
         f'<p class="note">No figures for {html.escape(alt)}.</p>'
 
 
-def render_html(metrics: pd.DataFrame, items: pd.DataFrame, run_date: dt.date, k: int) -> str:
+def render_html(metrics: pd.DataFrame, items: pd.DataFrame, run_date: dt.date, k: int,
+                reasons: Optional[pd.DataFrame] = None) -> str:
     """The report page of ``run_date`` (see the module docstring for the frames)."""
     metrics = metrics.assign(**{S.RUN_DATE: pd.to_datetime(metrics[S.RUN_DATE]).dt.date})
     night = metrics[metrics[S.RUN_DATE] == run_date]
@@ -309,6 +325,11 @@ def render_html(metrics: pd.DataFrame, items: pd.DataFrame, run_date: dt.date, k
         "share of the catalog's genres in a user's list (mean over users), _table: in all lists together; "
         "popularity_percentile: mean training-popularity percentile of the recommended items (the catalog's: "
         "0.5). Definitions: libs/diversity.py.</p>"]
+    if reasons is not None and not reasons.empty:
+        parts += ["<h2>Reasons shown with the recommendations</h2>", _table(reason_shares(reasons), "reason"),
+                  "<p class='note'>because_you_watched: the history item the explaining model attended to most; "
+                  "popular_recently: fallback rows (users without history); none: ranked rows no model of "
+                  "recommend.explain_with could explain.</p>"]
     seg = segment_table(night)
     parts += ["<h2>By user segment</h2>", _img(plot_segments(night), "segments"),
               _table(seg, "segment") if not seg.empty else "",

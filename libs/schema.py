@@ -79,6 +79,10 @@ MODEL = "model"
 MODEL_RUN = "model_run"
 SOURCE = "source"                # how the row was produced: "ranked" or "fallback"
 STAGE = "stage"                  # candidates: the retriever whose own ranking the row is
+# recommendations' REASON (nullable; libs/explanations.py): "because_you_watched:<item_id>" (the history
+# item the explaining model attended to most), "popular_recently" (fallback rows), null (unexplained)
+REASON_BECAUSE_YOU_WATCHED = "because_you_watched:"
+REASON_POPULAR_RECENTLY = "popular_recently"
 
 # --- metrics ------------------------------------------------------------------------------
 METRIC = "metric"
@@ -196,7 +200,8 @@ EVAL_CANDIDATES = TableSpec("eval_candidates", T.StructType([
 RECOMMENDATIONS = TableSpec("recommendations", T.StructType([
     _f(USER_ID, _S, False), _f(RANK, _I, False), _f(ITEM_ID, _S, False), _f(SCORE, _D, False),
     _f(SOURCE, _S, False), _f(MODEL_RUN, _S, False), _f(RUN_DATE, _DATE, False),
-]), (RUN_DATE,), "top-K per user; rank 1 is best")
+    _f(REASON, _S),  # added last and nullable: tables written before it gain it, their rows read null
+]), (RUN_DATE,), "top-K per user; rank 1 is best; reason: why the row (libs/explanations.py)")
 
 CANDIDATES = TableSpec("candidates", T.StructType([
     _f(USER_IDX, _I, False), _f(STAGE, _S, False), _f(RANK, _I, False), _f(ITEM_IDX, _I, False),

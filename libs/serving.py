@@ -91,6 +91,7 @@ class ServedModel:
     name: str
     user_vectors: Optional[Callable] = None      # (columns) -> (U, D) float32
     score_candidates: Optional[Callable] = None  # (columns, candidates (U, C)) -> (U, C) float64
+    explain: Optional[Callable] = None           # (columns, items (U, K)) -> (U, K) history item idx, 0 = none
 
 
 def serve(name: str, keras_model, item_content: Mapping[str, np.ndarray]) -> ServedModel:
@@ -98,9 +99,10 @@ def serve(name: str, keras_model, item_content: Mapping[str, np.ndarray]) -> Ser
     from libs import models as registry
 
     spec = registry.model_def(name)
+    scorer = spec.candidate_scorer(keras_model, item_content) if spec.ranks else None
     return ServedModel(name,
                        spec.retrieval.user_encoder(keras_model, jit_compile=True) if spec.retrieval else None,
-                       spec.candidate_scorer(keras_model, item_content) if spec.ranks else None)
+                       scorer, spec.explainer(keras_model, item_content, scorer) if spec.explainer else None)
 
 
 _worker_cache: Dict[Tuple[str, str], object] = {}  # (kind, model path) -> what was built, per Python worker

@@ -97,6 +97,31 @@ def _partition_values(relative_path: str, partition_by: Sequence[str]) -> Dict[s
     return {c: values[c] for c in partition_by}
 
 
+def added_columns(table: str, existing: T.StructType, incoming: T.StructType) -> List[T.StructField]:
+    """The columns a write that keeps the table's other rows adds to its schema.
+
+    Such a write may widen the table by new *nullable* columns only: the rows already there read
+    them as null. A column the write lacks, a changed type, or a new non-nullable column (the old
+    rows could not honour it) raise :class:`StorageError` before anything is written.
+    """
+    have = {f.name: f for f in incoming.fields}
+    missing = [f.name for f in existing.fields if f.name not in have]
+    changed = [f"{f.name}: {f.dataType.simpleString()} -> {have[f.name].dataType.simpleString()}"
+               for f in existing.fields if f.name in have
+               and f.dataType.simpleString() != have[f.name].dataType.simpleString()]
+    names = set(existing.fieldNames())
+    added = [f for f in incoming.fields if f.name not in names]
+    required = [f.name for f in added if not f.nullable]
+    problems = ([f"lacks column(s) {missing}"] if missing else []) + \
+               ([f"changes type(s) {changed}"] if changed else []) + \
+               ([f"adds non-nullable column(s) {required}, which the table's existing rows have no value "
+                 "for (declare them nullable)"] if required else [])
+    if problems:
+        raise StorageError(f"table {table}: the write {'; '.join(problems)}. A write that keeps existing rows may "
+                           "only add nullable columns; nothing was written")
+    return added
+
+
 def _sql_literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
@@ -314,24 +339,32 @@ class DeltaStore:
             if column not in df.columns:
                 raise StorageError(f"table {table}: partition column {column!r} not in {df.columns}")
         latest = self.latest_version(table)
+        added: List[T.StructField] = []
         if latest is not None:
             existing = self.partition_columns(table)
             if existing != partition_by:
                 raise StorageError(f"table {table} is partitioned by {existing}, write asked for {partition_by}")
+            if mode != "overwrite" or replace_where:  # other rows stay: schema evolution by nullable columns only
+                added = added_columns(table, self.schema(table, latest), df.schema)
+                if added:
+                    log.info("table %s: adding nullable column(s) %s", table, [f.name for f in added])
         if replace_where and not set(replace_where) <= set(partition_by):
             raise StorageError(f"replace_where keys {list(replace_where)} must be partition columns {partition_by}")
         start = time.perf_counter()
         if self.backend == "spark":
-            version = self._write_spark(df, table, mode, partition_by, replace_where)
+            version = self._write_spark(df, table, mode, partition_by, replace_where, merge_schema=bool(added))
         else:
             base = (NO_TABLE if latest is None else latest) if base_version is None else base_version
-            version = self._write_delta_rs(df, table, mode, partition_by, replace_where, expected_rows, base)
+            version = self._write_delta_rs(df, table, mode, partition_by, replace_where, expected_rows, base,
+                                           [f.name for f in added])
         self.pins[table] = self.writes[table] = version
         log.info("wrote %s version %d (%s) in %.1fs", table, version, mode, time.perf_counter() - start)
         return version
 
-    def _write_spark(self, df, table, mode, partition_by, replace_where) -> int:
+    def _write_spark(self, df, table, mode, partition_by, replace_where, merge_schema=False) -> int:
         writer = df.write.format("delta").partitionBy(*partition_by)
+        if merge_schema:  # checked by added_columns: new nullable columns only
+            writer = writer.option("mergeSchema", "true")
         if mode == "overwrite_partitions":
             writer = writer.mode("overwrite").option("partitionOverwriteMode", "dynamic")
         else:
@@ -346,7 +379,8 @@ class DeltaStore:
         writer.save(self.path(table))
         return self.latest_version(table)
 
-    def _write_delta_rs(self, df, table, mode, partition_by, replace_where, expected_rows, base) -> int:
+    def _write_delta_rs(self, df, table, mode, partition_by, replace_where, expected_rows, base,
+                        added=()) -> int:
         table_uri = self.path(table)
         self._remove_dead_staging(table_uri)
         staging = join_path(table_uri, STAGING_DIR, _new_write_id())
@@ -369,7 +403,7 @@ class DeltaStore:
                 moved.append(rel)
             _pause_before_commit(table)
             version = self._commit(table, table_uri, moved, staged, counts, df.schema, mode, partition_by,
-                                   replace_where, base)
+                                   replace_where, base, added)
             moved = []  # committed: the table owns them now
         finally:
             for rel in moved:  # moved but never committed: invisible, remove them now
@@ -380,8 +414,13 @@ class DeltaStore:
         return version
 
     def _commit(self, table, table_uri, files, staged, counts, spark_schema, mode, partition_by,
-                replace_where, base) -> int:
-        """One Delta transaction adding ``files`` on top of version ``base`` (no silent retry)."""
+                replace_where, base, added=()) -> int:
+        """One Delta transaction adding ``files`` on top of version ``base`` (no silent retry).
+
+        An overwrite's transaction carries the schema (with the ``added`` columns) as its metaData;
+        delta-rs's append keeps the old schema, so an append that adds columns first commits them
+        alone (``alter.add_columns``: no data change) and then its files on top of that version.
+        """
         from deltalake import CommitProperties, DeltaTable, Schema
         from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction, create_table_with_add_actions
@@ -422,6 +461,10 @@ class DeltaStore:
             filters = [(col, "in", sorted(str(v) for v in values)) for col, values in replace_where.items()]
         delta_mode = "append" if mode == "append" else "overwrite"
         try:
+            if added and delta_mode == "append":
+                dtable.alter.add_columns([f for f in schema.fields if f.name in added], commit_properties=commit)
+                base += 1
+                dtable = self._delta_table(table, base)
             dtable.create_write_transaction(actions, delta_mode, schema, partition_by=partition_by or None,
                                             partition_filters=filters, commit_properties=commit)
         except CommitFailedError as exc:

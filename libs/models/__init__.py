@@ -55,6 +55,9 @@ class ModelDef:
     protocols: Tuple[str, ...] = (NCF_PROTOCOL,)
     # rankers' serving: (model, item_content) -> ((query columns, candidates (U, C)) -> (U, C) probabilities)
     candidate_scorer: Callable = pair_candidate_scorer
+    # explanations: (model, item_content, its served candidate scorer or None) -> ((query columns, items (U, K))
+    # -> (U, K) item index of the history item it attends to most for each item, 0 = none); libs/explanations.py
+    explainer: Optional[Callable] = None
 
 
 MODELS: Dict[str, ModelDef] = {
@@ -63,14 +66,16 @@ MODELS: Dict[str, ModelDef] = {
                                             lambda model, _: deep_cf.retrieval_embeddings(model)[1])),
     "dien": ModelDef(dien.build_dien, S.SEQ_EXAMPLES, dien.INPUT_COLUMNS,
                      lambda conf: dien.AUX_COLUMNS if conf.use_aux_loss else [],
-                     protocols=(NCF_PROTOCOL, SEQUENCE_PROTOCOL), candidate_scorer=dien.candidate_scorer),
+                     protocols=(NCF_PROTOCOL, SEQUENCE_PROTOCOL), candidate_scorer=dien.candidate_scorer,
+                     explainer=dien.attention_explainer),
     "content": ModelDef(content.build_content, S.CONTENT_EXAMPLES, content.INPUT_COLUMNS, scores_cold_items=True,
                         retrieval=Retrieval(content.USER_COLUMNS, content.user_encoder, content.item_vectors),
                         candidate_scorer=content.candidate_scorer),
     "sasrec": ModelDef(sasrec.build_sasrec, S.NEXT_ITEM_EXAMPLES, sasrec.INPUT_COLUMNS, label=sasrec.LABEL_COLUMN,
                        loss=sasrec.masked_catalog_softmax, ranks=False,
                        retrieval=Retrieval(sasrec.INPUT_COLUMNS, sasrec.user_encoder,
-                                           lambda model, _: sasrec.item_vectors(model))),
+                                           lambda model, _: sasrec.item_vectors(model)),
+                       explainer=sasrec.history_explainer),
     "multvae": ModelDef(multvae.build_multvae, S.NEXT_ITEM_EXAMPLES, multvae.INPUT_COLUMNS,
                         label=multvae.LABEL_COLUMN, loss=multvae.multinomial_log_likelihood, ranks=False,
                         retrieval=Retrieval(multvae.INPUT_COLUMNS, multvae.user_encoder,
@@ -101,6 +106,10 @@ def retrievers(names: Sequence[str]) -> List[str]:
 
 def rankers(names: Sequence[str]) -> List[str]:
     return [n for n in names if model_def(n).ranks]
+
+
+def explainers(names: Sequence[str]) -> List[str]:
+    return [n for n in names if model_def(n).explainer is not None]
 
 
 def inference_columns(name: str) -> List[str]:

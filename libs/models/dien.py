@@ -74,15 +74,8 @@ def candidate_scorer(model: tf.keras.Model, item_content=None):
     steps = int(model.input[S.HIST_ITEMS].shape[1])
     ids, lists = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, steps], tf.int32)
 
-    @tf.function(input_signature=[ids, lists, ids, tf.TensorSpec([None, None], tf.int32)], jit_compile=True)
-    def score(users, history_items, history_len, candidates):
-        mask = tf.sequence_mask(history_len, steps)                                    # (U, T)
-        history = item_table(history_items)                                             # (U, T, D)
-        states = extractor(history, mask=mask)                                          # (U, T, H)
-        weights = tf.cast(mask, history.dtype)[..., None]
-        pooled = tf.reduce_sum(history * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
-        target = item_table(candidates)                                                 # (U, C, D)
-
+    def target_attention(states, mask, target):
+        """The target attention of every candidate over the states: (U, C, T), 0 at padding."""
         # q (Wq + Wd) + (q * k) Wp = q (Wq + Wd + diag(k) Wp): one (C, D) @ (D, T * A) matmul per user
         per_step = (w_query + w_diff)[None, None] + states[..., None] * w_product[None, None]  # (U, T, D, A)
         pre = (tf.einsum("ucd,utda->ucta", target, per_step)
@@ -94,7 +87,19 @@ def candidate_scorer(model: tf.keras.Model, item_content=None):
         logits = tf.reduce_sum(hidden * attention.score.kernel[:, 0], -1) + attention.score.bias[0]  # (U, C, T)
         step_mask = tf.broadcast_to(mask[:, None, :], tf.shape(logits))
         logits = tf.where(step_mask, logits, tf.fill(tf.shape(logits), -1e9))
-        focus = tf.nn.softmax(logits, axis=-1) * tf.cast(step_mask, logits.dtype)
+        return tf.nn.softmax(logits, axis=-1) * tf.cast(step_mask, logits.dtype)
+
+    candidate_lists = tf.TensorSpec([None, None], tf.int32)
+
+    @tf.function(input_signature=[ids, lists, ids, candidate_lists], jit_compile=True)
+    def score(users, history_items, history_len, candidates):
+        mask = tf.sequence_mask(history_len, steps)                                    # (U, T)
+        history = item_table(history_items)                                             # (U, T, D)
+        states = extractor(history, mask=mask)                                          # (U, T, H)
+        weights = tf.cast(mask, history.dtype)[..., None]
+        pooled = tf.reduce_sum(history * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
+        target = item_table(candidates)                                                 # (U, C, D)
+        focus = target_attention(states, mask, target)                                  # (U, C, T)
 
         projected = tf.einsum("uth,hk->utk", states, cell.kernel) + cell.bias          # (U, T, 3H)
         h = tf.zeros(tf.concat([tf.shape(target)[:2], [cell.units]], 0), states.dtype)  # (U, C, H)
@@ -110,11 +115,52 @@ def candidate_scorer(model: tf.keras.Model, item_content=None):
         head_in = tf.concat([tf.broadcast_to(user_table(users)[:, None, :], shape), target, h,
                              tf.broadcast_to(pooled[:, None, :], shape), target * h], axis=-1)
         return prediction.activation(tf.reduce_sum(head(head_in) * prediction.kernel[:, 0], -1)
-                                     + prediction.bias[0])                                 # (U, C)
+                                     + prediction.bias[0]), focus                          # (U, C), (U, C, T)
+
+    @tf.function(input_signature=[lists, ids, candidate_lists], jit_compile=True)
+    def attention_only(history_items, history_len, candidates):
+        mask = tf.sequence_mask(history_len, steps)
+        return target_attention(extractor(item_table(history_items), mask=mask), mask, item_table(candidates))
+
+    last = {}  # the latest block's candidates and their attention, for :func:`attention_explainer`
 
     def score_candidates(columns, candidates):
         inputs = [pad_rows(np.asarray(columns[c], np.int32), USER_BLOCK) for c in (S.USER_IDX, S.HIST_ITEMS, S.HIST_LEN)]
         items = pad_rows(np.maximum(candidates, 0).astype(np.int32), USER_BLOCK)
-        return score(*inputs, items).numpy()[:len(candidates)].astype(np.float64)
+        probabilities, focus = score(*inputs, items)
+        last.update(history=columns[S.HIST_ITEMS], candidates=candidates, focus=focus.numpy()[:len(candidates)])
+        return probabilities.numpy()[:len(candidates)].astype(np.float64)
 
+    def attention_of(columns, items):
+        """(U, K, T) attention of ``items`` (U, K): the scorer's own when it just scored a block
+        holding them (no second pass), else the extractor and the attention unit run again."""
+        if last and last["history"] is columns[S.HIST_ITEMS] and len(items) == len(last["candidates"]):
+            hit = last["candidates"][:, :, None] == items[:, None, :]                   # (U, C, K)
+            if (hit.any(axis=1) | (items <= 0)).all():  # items <= 0: empty slots, their reason unused
+                return np.take_along_axis(last["focus"], hit.argmax(axis=1)[:, :, None], axis=1)
+        inputs = [pad_rows(np.asarray(columns[c], np.int32), USER_BLOCK) for c in (S.HIST_ITEMS, S.HIST_LEN)]
+        padded = pad_rows(np.maximum(items, 0).astype(np.int32), USER_BLOCK)
+        return attention_only(*inputs, padded).numpy()[:len(items)]
+
+    score_candidates.attention_of = attention_of
     return score_candidates
+
+
+def attention_explainer(model: tf.keras.Model, item_content=None, scorer=None):
+    """Serving: the HIST_ITEMS item with the highest target attention (the weight the AUGRU's
+    update gate gets) for each of the users' final items (U, K) -> (U, K) item indices (0: none).
+
+    With ``scorer`` (this model's :func:`candidate_scorer`, as the recommend job serves it), the
+    attention its last block computed is reused: no user-side or attention work runs twice.
+    """
+    import numpy as np
+
+    from libs.explanations import explain
+
+    attention_of = (scorer or candidate_scorer(model, item_content)).attention_of
+
+    def explain_items(columns, items):
+        items = np.asarray(items)
+        return explain(attention_of(columns, items), columns[S.HIST_ITEMS], columns[S.HIST_LEN])
+
+    return explain_items

@@ -170,3 +170,36 @@ def user_encoder(model: tf.keras.Model, jit_compile: bool = False):
 def item_vectors(model: tf.keras.Model) -> np.ndarray:
     """(I, D) item embeddings (row 0 = padding): ``user @ items.T`` are the model's next-item logits."""
     return model.get_layer(ENCODER).item_embedding.get_weights()[0]
+
+
+def history_explainer(model: tf.keras.Model, item_content=None, scorer=None):
+    """Serving: for each of the users' final items (U, K), the SEQ_ITEMS item whose state scores it
+    highest -> (U, K) item indices (0: none).
+
+    The weight of history position t for item i is ``state_t . embedding_i``: the logit the model
+    itself gives i as the item after position t (the state at t has seen items up to t, causally),
+    so the reason is the point of the history from which the model most expects the item. Not
+    the last position's attention row: that is one distribution over the window for every
+    candidate, so all K rows would get the same reason. Costs one pass of the encoder over the
+    block's windows (the retrieval query reads the last position only) and a (K, D) x (D, L)
+    product per user.
+    """
+    from libs.explanations import explain
+    from libs.serving import USER_BLOCK, pad_rows
+
+    encoder = model.get_layer(ENCODER)
+    windows = tf.TensorSpec([None, model.input[S.SEQ_ITEMS].shape[1]], tf.int32)
+
+    @tf.function(input_signature=[windows, windows, tf.TensorSpec([None], tf.int32),
+                                  tf.TensorSpec([None, None], tf.int32)], jit_compile=True)
+    def logits_per_position(items, session_starts, lengths, targets):
+        states = encoder.states(items, session_starts, lengths)                          # (U, L, D)
+        return tf.einsum("uld,ukd->ukl", states, encoder.item_embedding(targets))        # (U, K, L)
+
+    def explain_items(columns, items):
+        block = [pad_rows(np.asarray(columns[c], np.int32), USER_BLOCK) for c in INPUT_COLUMNS]
+        targets = pad_rows(np.maximum(np.asarray(items), 0).astype(np.int32), USER_BLOCK)
+        weights = logits_per_position(*block, targets).numpy()[:len(items)]
+        return explain(weights, columns[S.SEQ_ITEMS], columns[S.SEQ_LEN])
+
+    return explain_items

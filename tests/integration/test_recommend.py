@@ -204,3 +204,67 @@ def test_compiled_serving_ranks_as_pair_by_pair_prediction_does(ctx):
     assert got[[S.USER_IDX, S.RANK, S.ITEM_IDX]].values.tolist() == \
         expected[[S.USER_IDX, S.RANK, S.ITEM_IDX]].values.tolist()
     np.testing.assert_allclose(got[S.SCORE], expected[S.SCORE], rtol=1e-5)
+
+
+def test_every_row_has_a_reason_and_an_old_table_without_the_column_takes_them(ctx, tmp_path):
+    """Ranked rows: ``because_you_watched:<id>`` of one of the user's history items (DIEN explains:
+    it has blend weight 0.2); fallback rows: ``popular_recently``. A warehouse whose recommendations
+    table predates the column gains it with this write; its old night reads back null."""
+    import shutil
+
+    from jobs import recommend
+    from pyspark.sql import types as T
+
+    warehouse = tmp_path / "warehouse"
+    shutil.copytree(ctx.cfg.storage.warehouse, warehouse)
+    shutil.rmtree(warehouse / S.RECOMMENDATIONS.name, ignore_errors=True)
+    old = make_context(make_config(str(warehouse), **{**CONF, "train.models": "[sasrec, deep_cf, dien, content]"}))
+    old_schema = T.StructType([f for f in S.RECOMMENDATIONS.schema.fields if f.name != S.REASON])
+    old_night = dt.date(2024, 1, 1)
+    old.store.write(ctx.spark.createDataFrame([("u1", 1, "i3", 0.5, "ranked", "deep_cf=r0", old_night)], old_schema),
+                    S.RECOMMENDATIONS.name, partition_by=[S.RUN_DATE], replace_where={S.RUN_DATE: [str(old_night)]})
+
+    recommend.run(old)
+    table = old.store.read(S.RECOMMENDATIONS.name)
+    assert table.columns == S.RECOMMENDATIONS.columns
+    rows = table.select(S.USER_ID, S.RUN_DATE, S.SOURCE, S.REASON).collect()
+    assert [r[S.REASON] for r in rows if r[S.RUN_DATE] == old_night] == [None]
+    night = [r for r in rows if r[S.RUN_DATE] == RUN_DATE]
+    assert night and {r[S.REASON] for r in night if r[S.SOURCE] == "fallback"} == {S.REASON_POPULAR_RECENTLY}
+    for r in night:
+        if r[S.SOURCE] == "ranked":
+            user = int(r[S.USER_ID][1:])
+            history = {f"i{i}" for i in SEEN[user][-3:]}  # the serving query: the latest 3 items
+            assert r[S.REASON].startswith(S.REASON_BECAUSE_YOU_WATCHED), r
+            assert r[S.REASON][len(S.REASON_BECAUSE_YOU_WATCHED):] in history, r
+
+    # the evaluation report's counts per kind: u5's 3 fallback rows, every other row explained; the old night: none
+    from libs.evaluation_report import reason_counts
+
+    counts = dict(reason_counts(old.store, RUN_DATE).itertuples(index=False))
+    assert counts == {"popular_recently": 3, "because_you_watched": len(night) - 3}
+    assert dict(reason_counts(old.store, old_night).itertuples(index=False)) == {"none": 1}
+
+
+def test_the_explaining_model_is_the_first_listed_that_took_part_in_the_ranking():
+    import numpy as np
+
+    from jobs.recommend import ServingAssets, explaining_model
+
+    assets = ServingAssets(K, 8, {"sasrec": 5}, {}, {}, {}, {}, ["sasrec", "deep_cf", "dien"],
+                           weights=np.array([0.5, 0.5, 0.0]))
+    assert explaining_model(["dien", "sasrec"], assets) == "sasrec"  # dien's weight 0: not run, not used
+    assets.weights = np.array([0.0, 0.5, 0.5])
+    assert explaining_model(["dien", "sasrec"], assets) == "dien"
+    assert explaining_model(["sasrec"], assets) == "sasrec"          # a retriever took part even at weight 0
+    assert explaining_model([], assets) is None                       # ranked rows get a null reason
+    assets.retrievers = {"deep_cf": 5}
+    assert explaining_model(["sasrec"], assets) is None
+
+
+def test_a_model_that_cannot_explain_in_explain_with_is_a_clear_error(spark, tmp_path):
+    from jobs import recommend
+
+    cfg = make_config(str(tmp_path / "warehouse"), **{**CONF, "recommend.explain_with": "[deep_cf, dien]"})
+    with pytest.raises(ValueError, match=r"recommend.explain_with: \['deep_cf'\] cannot explain.*\['dien', 'sasrec'\]"):
+        recommend.load_assets(make_context(cfg), None, 8)

@@ -11,4 +11,4 @@ latest = runpy.run_path(sys.argv[1])["latest"]
 table = latest.to_arrow() if hasattr(latest, "to_arrow") else latest   # polars -> pyarrow
 print(json.dumps({"columns": table.column_names,
                   "types": {field.name: str(field.type) for field in table.schema},
-                  "rows": table.select(["user_id", "rank", "item_id", "run_date"]).to_pylist()}, default=str))
+                  "rows": table.select(["user_id", "rank", "item_id", "run_date", "reason"]).to_pylist()}, default=str))

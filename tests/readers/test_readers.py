@@ -36,15 +36,21 @@ ARROW = {"string": {"string", "large_string", "string_view"}, "int": {"int32"}, 
 @pytest.fixture(scope="module")
 def warehouse_with_two_nights(spark, tmp_path_factory):
     """``warehouse/recommendations`` with the nights 2024-01-14 and 2024-01-15, written like the
-    recommend job writes it (one partition replaced per night)."""
+    recommend job writes it (one partition replaced per night); the first night by a version
+    before the nullable ``reason`` column (its files lack it), the second with it."""
+    from pyspark.sql import types as T
+
     from libs.storage import DeltaStore
 
     root = tmp_path_factory.mktemp("readers")
     store = DeltaStore(spark, str(root / "warehouse"), backend="delta-rs", run_id="readers-test")
-    for night, first_item in ((dt.date(2024, 1, 14), 1), (dt.date(2024, 1, 15), 10)):
+    old_schema = T.StructType([f for f in S.RECOMMENDATIONS.schema.fields if f.name != S.REASON])
+    for night, first_item, schema in ((dt.date(2024, 1, 14), 1, old_schema),
+                                      (dt.date(2024, 1, 15), 10, S.RECOMMENDATIONS.schema)):
         rows = [(user, rank, f"i{first_item + rank}", 1.0 / rank, "ranked", "deep_cf=r1", night)
+                + ((f"{S.REASON_BECAUSE_YOU_WATCHED}i{rank}",) if schema is S.RECOMMENDATIONS.schema else ())
                 for user in USERS for rank in range(1, K + 1)]
-        store.write(spark.createDataFrame(rows, S.RECOMMENDATIONS.schema), S.RECOMMENDATIONS.name,
+        store.write(spark.createDataFrame(rows, schema), S.RECOMMENDATIONS.name,
                     partition_by=list(S.RECOMMENDATIONS.partition_by), replace_where={S.RUN_DATE: [str(night)]})
     return root
 
@@ -63,8 +69,8 @@ def test_reader_example_reads_the_latest_night_with_the_contract(example, wareho
     rows = latest["rows"]
     assert {r["run_date"] for r in rows} == {"2024-01-15"}
     for user in USERS:
-        mine = sorted((r["rank"], r["item_id"]) for r in rows if r["user_id"] == user)
-        assert mine == [(1, "i11"), (2, "i12"), (3, "i13")], user
+        mine = sorted((r["rank"], r["item_id"], r["reason"]) for r in rows if r["user_id"] == user)
+        assert mine == [(rank, f"i{10 + rank}", f"because_you_watched:i{rank}") for rank in (1, 2, 3)], user
     assert len(rows) == K * len(USERS)
 
 
@@ -74,8 +80,9 @@ def test_spark_without_delta_jars_reads_the_latest_night_with_the_contract(spark
     latest = runpy.run_path(str(SPARK_EXAMPLE), init_globals={"spark": spark})["latest"]
     assert latest.columns == S.RECOMMENDATIONS.columns
     assert [f.dataType for f in latest.schema.fields] == [f.dataType for f in S.RECOMMENDATIONS.schema.fields]
-    rows = sorted((r[S.USER_ID], r[S.RANK], r[S.ITEM_ID], str(r[S.RUN_DATE])) for r in latest.collect())
-    assert rows == [(user, rank, f"i{10 + rank}", "2024-01-15") for user in USERS for rank in range(1, K + 1)]
+    rows = sorted((r[S.USER_ID], r[S.RANK], r[S.ITEM_ID], str(r[S.RUN_DATE]), r[S.REASON]) for r in latest.collect())
+    assert rows == [(user, rank, f"i{10 + rank}", "2024-01-15", f"because_you_watched:i{rank}")
+                    for user in USERS for rank in range(1, K + 1)]
 
 
 @pytest.mark.parametrize("example", EXAMPLES + [SPARK_EXAMPLE], ids=lambda p: p.stem)

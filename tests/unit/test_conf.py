@@ -53,6 +53,7 @@ def test_cluster_env_keeps_master_unset():
     ("train.multvae.kl_anneal_steps=0", "train.multvae.kl_anneal_steps >= 1"),
     ("train.multvae.dropout=1.0", r"train.multvae needs dropout in \[0, 1\)"),
     ("train.multvae.hidden_units=[]", "at least one hidden_units layer"),
+    ("recommend.explain_with=[dien, attention]", r"recommend.explain_with: unknown model\(s\) \['attention'\]"),
 ])
 def test_bad_values_fail_with_the_key_path(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -121,3 +121,17 @@ def test_html_page_is_self_contained_with_four_plots():
 def test_report_path_is_under_the_warehouse(tmp_path):
     assert report.report_path(str(tmp_path), "2024-01-15") == str(tmp_path / "reports" / "evaluation-2024-01-15.html")
     assert report.report_path("s3a://bucket/wh", "2024-01-15") is None
+
+
+def test_reason_shares_by_hand_and_on_the_page():
+    reasons = pd.DataFrame({"kind": ["popular_recently", "because_you_watched", "none"], "rows": [10, 85, 5]})
+    table = report.reason_shares(reasons)
+    # 85 + 10 + 5 = 100 rows: 85.0%, 10.0%, 5.0%, in the fixed order of the kinds
+    assert list(table.index) == ["because_you_watched", "popular_recently", "none"]
+    assert table["rows"].tolist() == ["85", "10", "5"] and table["share"].tolist() == ["85.0%", "10.0%", "5.0%"]
+    # 3 of 8 rows: 37.5%; a kind the report does not know comes last
+    other = report.reason_shares(pd.DataFrame({"kind": ["later_kind", "none"], "rows": [5, 3]}))
+    assert list(other.index) == ["none", "later_kind"] and other["share"].tolist() == ["37.5%", "62.5%"]
+    page = report.render_html(_metrics(), ITEMS, NIGHT, k=10, reasons=reasons)
+    assert "Reasons shown with the recommendations" in page and "<td>85.0%</td>" in page
+    assert "Reasons shown" not in report.render_html(_metrics(), ITEMS, NIGHT, k=10)

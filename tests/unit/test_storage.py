@@ -2,6 +2,7 @@
 exact commits (dead writes' leftovers, row counts), named conflicts between writers, pins."""
 import datetime as dt
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,39 @@ def test_pins_decide_what_reads_see_and_writes_move_them(spark, store):
     assert other.pins == {"t": 2} and other.writes == {"t": 2}
     assert _rows(other.read("t"), "id") == [(3,)]
     assert _rows(other.read("t", version=1), "id") == [(2,)]
+
+
+OLD_SCHEMA = "user_id string not null, rank int not null, d date not null"
+
+
+@pytest.mark.parametrize("mode", ["replace_where", "overwrite_partitions", "append"])
+def test_a_write_widens_an_old_table_by_a_nullable_column(spark, store, mode):
+    """An old-schema table (no ``reason``) accepts rows that carry it; its old rows read null."""
+    store.write(spark.createDataFrame([("u1", 1, D1)], OLD_SCHEMA), "w", partition_by=["d"])
+    new = spark.createDataFrame([("u2", 1, D2, "popular_recently")], OLD_SCHEMA + ", reason string")
+    kwargs = {"replace_where": {"d": [D2.isoformat()]}} if mode == "replace_where" else {"mode": mode}
+    store.write(new, "w", partition_by=["d"], **kwargs)
+    assert store.schema("w").fieldNames() == ["user_id", "rank", "d", "reason"]
+    assert store.schema("w")["reason"].nullable
+    assert _rows(store.read("w"), "user_id", "reason") == [("u1", None), ("u2", "popular_recently")]
+    # an independent reader of the log sees the widened schema too
+    assert [f.name for f in DeltaTable(store.path("w")).schema().fields] == ["user_id", "rank", "d", "reason"]
+    # the version before the write still reads with its own schema (time travel)
+    assert store.read("w", version=0).columns == ["user_id", "rank", "d"]
+
+
+def test_a_write_that_would_narrow_or_retype_or_add_a_required_column_is_refused(spark, store):
+    store.write(spark.createDataFrame([("u1", 1, D1)], OLD_SCHEMA), "w", partition_by=["d"])
+    cases = [(("u2", D2), "user_id string not null, d date not null", "lacks column(s) ['rank']"),
+             (("u2", "1", D2), "user_id string not null, rank string not null, d date not null",
+              "changes type(s) ['rank: int -> string']"),
+             (("u2", 1, D2, "x"), OLD_SCHEMA + ", reason string not null", "adds non-nullable column(s) ['reason']")]
+    for row, schema, message in cases:
+        with pytest.raises(StorageError, match=re.escape(message)):
+            store.write(spark.createDataFrame([row], schema), "w", partition_by=["d"],
+                        replace_where={"d": [D2.isoformat()]})
+    assert store.latest_version("w") == 0 and store.schema("w").fieldNames() == ["user_id", "rank", "d"]
+    # replacing the whole table keeps rows of no other schema: it may change the schema
+    store.write(spark.createDataFrame([("u3", D2)], "user_id string not null, d date not null"), "w",
+                partition_by=["d"])
+    assert store.schema("w").fieldNames() == ["user_id", "d"]

@@ -76,7 +76,7 @@ MODELS: Dict[str, ModelDef] = {
     # offline RL re-ranker (SQN): trained on the sasrec windows, ranks candidates by Q(s, a)
     "dqn": ModelDef(dqn.build_dqn, S.NEXT_ITEM_EXAMPLES, dqn.INPUT_COLUMNS, label=dqn.LABEL_COLUMN,
                     loss=sasrec.masked_catalog_softmax, candidate_scorer=dqn.candidate_scorer,
-                    pair_scorer=dqn.pair_scorer),
+                    pair_scorer=dqn.pair_scorer, protocols=(NCF_PROTOCOL, S.PROTOCOL_RL_HOLDOUT)),
 }
 MODEL_NAMES = tuple(MODELS)
 assert set(MODEL_NAMES) == set(conf.MODEL_NAMES), "libs.conf.MODEL_NAMES must list the registry's models"

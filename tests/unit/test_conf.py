@@ -47,6 +47,8 @@ def test_cluster_env_keeps_master_unset():
     ("run.date=2024-13-45", "run.date must be YYYY-MM-DD"),
     ("train.models=[deep_cf, wide_deep]", "unknown model"),
     ("storage.backend=parquet", "storage.backend"),
+    ("train.dqn.gamma=1.5", r"train.dqn.gamma must be in \[0, 1\)"),
+    ("train.deep_cf.gamma=0.5", "unknown config key.*train.deep_cf.gamma"),
 ])
 def test_bad_values_fail_with_the_key_path(override, message):
     with pytest.raises(ConfigError, match=message):

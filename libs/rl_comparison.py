@@ -166,11 +166,25 @@ def read_inputs(store, versions: Optional[Mapping[str, int]] = None):
             columns(S.USER_SEQUENCES, S.SPLIT_SERVE, WINDOW_COLUMNS))
 
 
-def metric_rows(result: Mapping[str, object], model_run: Optional[str]):
-    """(model, model_run, metric, value) rows of a comparison for the METRICS table (protocol
-    ``rl_holdout``): both models' figures, and the held-out users as ``users``."""
+def evaluation_rows(store, cfg, models, run_date, model_run) -> list:
+    """METRICS rows (model, model_run, protocol ``rl_holdout``, metric, value, run_date) of the
+    comparison, for each of ``models`` whose registry entry lists the protocol: the model's figures
+    and its supervised twin's (SUPERVISED), each with the held-out ``users``. ``model_run(name)``:
+    the model store run the figures go with (the night's run of that model)."""
+    from libs.feature_specs import FeatureSpecs
+    from libs.models import model_def
+
+    names = [m for m in models if S.PROTOCOL_RL_HOLDOUT in model_def(m).protocols]
+    if not names:
+        return []
+    windows, serving = read_inputs(store)
+    specs = FeatureSpecs.from_store(store, cfg)
     rows = []
-    for name in ("dqn", SUPERVISED):
-        figures = {**result[name], "users": result["users"]}
-        rows += [(name, model_run, metric, float(value)) for metric, value in sorted(figures.items())]
+    for name in names:
+        result = rl_comparison(specs, getattr(cfg.train, name), windows, serving, k=cfg.recommend.k,
+                               seed=cfg.train.shuffle_seed)
+        for model, key in ((name, "dqn"), (SUPERVISED, SUPERVISED)):
+            figures = {**result[key], "users": result["users"]}
+            rows += [(model, model_run(name), S.PROTOCOL_RL_HOLDOUT, metric, float(value), run_date)
+                     for metric, value in sorted(figures.items())]
     return rows

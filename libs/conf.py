@@ -133,7 +133,7 @@ class DQNConf(ModelConf):
     td_weight: float = 1.0              # weight of the TD loss beside the supervised softmax
     cql_weight: float = 1.0             # conservative term: keeps Q low on actions the logs never took
     holdout_buckets: int = 10           # comparison: 1 of this many user hash buckets held out of training
-    comparison_epochs: int = 5          # comparison: epochs of both models (the cost cap)
+    comparison_epochs: int = 3          # comparison: epochs of both models (the cost cap)
     comparison_negatives: int = 100     # comparison: sampled never-touched items added to the candidates
 
 

@@ -106,7 +106,7 @@ class SQN(tf.keras.layers.Layer):
 
     def _q(self, head: int, states):
         """Q (..., I) of one head from states (..., D); the padding item gets -inf."""
-        q = tf.einsum("...d,id->...i", self.q_projections[head](states), self.encoder.item_embedding.embeddings)
+        q = tf.tensordot(self.q_projections[head](states), self.encoder.item_embedding.embeddings, [[-1], [1]])
         return q + self.q_biases[head] + tf.one_hot(0, self.encoder.n_items, on_value=_NEG_INF, off_value=0.0)
 
     def call(self, inputs, training=None):
@@ -130,10 +130,11 @@ class SQN(tf.keras.layers.Layer):
         no_terminal = tf.zeros_like(rewards)
         targets = [double_q_targets(rewards, nxt[0], nxt[1], no_terminal, self.gamma),
                    double_q_targets(rewards, nxt[1], nxt[0], no_terminal, self.gamma)]
+        picked = tf.one_hot(actions, self.encoder.n_items) * valid[:, :, None]   # (B, L-1, I); padding: none
         loss = 0.0
         for h in (0, 1):
-            taken = tf.gather(now[h], actions, axis=-1, batch_dims=2)
-            taken = tf.where(valid > 0, taken, 0.0)              # padding actions read item 0's -inf
+            # Q(s_t, a_t) as a one-hot product: dense, where a batched gather's gradient was slow on CPU
+            taken = tf.reduce_sum(tf.where(picked > 0, now[h], 0.0), axis=-1)
             td = tf.square(taken - targets[h])
             cql = tf.reduce_logsumexp(now[h], axis=-1) - taken
             loss += tf.reduce_sum((self.td_weight * td + self.cql_weight * cql) * valid)

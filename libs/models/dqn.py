@@ -95,12 +95,16 @@ class SQN(tf.keras.layers.Layer):
         self.td_weight, self.cql_weight = float(td_weight), float(cql_weight)
         self.encoder = SASRecEncoder(n_items, dim, maxlen, blocks=blocks, heads=heads, dropout=dropout,
                                      name="encoder")
-        self.q_projections = [tf.keras.layers.Dense(dim, name=f"q{i}_projection") for i in (1, 2)]
+        # without RL terms (the supervised twin) nothing trains the Q heads: frozen, not warned about
+        self.q_trainable = bool(self.td_weight or self.cql_weight)
+        self.q_projections = [tf.keras.layers.Dense(dim, name=f"q{i}_projection", trainable=self.q_trainable)
+                              for i in (1, 2)]
 
     def build(self, input_shape):
         for projection in self.q_projections:  # built here: the inference graph never calls them
             projection.build((None, self.encoder.dim))
-        self.q_biases = [self.add_weight(name=f"q{i}_bias", shape=(self.encoder.n_items,), initializer="zeros")
+        self.q_biases = [self.add_weight(name=f"q{i}_bias", shape=(self.encoder.n_items,), initializer="zeros",
+                                        trainable=self.q_trainable)
                          for i in (1, 2)]
         super().build(input_shape)
 
@@ -115,7 +119,7 @@ class SQN(tf.keras.layers.Layer):
         states = encoder.states(items, session_starts, lengths, training=training)    # (B, L, D)
         logits = tf.einsum("bld,id->bli", states, encoder.item_embedding.embeddings)
         logits += tf.one_hot(0, encoder.n_items, on_value=_NEG_INF, off_value=0.0, dtype=logits.dtype)
-        if training and (self.td_weight or self.cql_weight):
+        if training and self.q_trainable:
             self.add_loss(self.rl_loss(items, states))
         return logits
 

@@ -66,7 +66,7 @@ def rl_metrics(scores: np.ndarray, candidates: np.ndarray, future: np.ndarray, k
     n = future.shape[1]
     order = np.lexsort((candidates, -scores), axis=1)[:, :k]        # by score, ties by item index
     top = np.take_along_axis(candidates, order, axis=1)              # (Q, k)
-    hits = (top[:, :, None] == future[:, None, :]).any(axis=2)       # (Q, k): a future item
+    hits = (future[:, :, None] == top[:, None, :]).any(axis=2)       # (Q, N): each future event found once
     next_hit = top == future[:, :1]
     ndcg = np.where(next_hit.any(axis=1), 1.0 / np.log2(np.argmax(next_hit, axis=1) + 2.0), 0.0)
     return {f"hits@{k}_next{n}": float((hits.sum(axis=1) / min(k, n)).mean()) if len(top) else 0.0,
@@ -76,13 +76,13 @@ def rl_metrics(scores: np.ndarray, candidates: np.ndarray, future: np.ndarray, k
 def candidate_items(future: np.ndarray, touched, n_items: int, negatives: int, seed: int) -> np.ndarray:
     """(Q, N + negatives): the future items, then ``negatives`` items (1..n_items-1) the user never
     touched (``touched[q]``: the user's items), sampled without replacement (fewer, padded with
-    the future's first item, when the catalog runs out)."""
+    item 0, which is never ranked, when the catalog runs out)."""
     rng = np.random.default_rng(seed)
     out = np.empty((len(future), future.shape[1] + negatives), np.int64)
     for q, items in enumerate(future):
         pool = np.setdiff1d(np.arange(1, n_items), np.union1d(touched[q], items))
         drawn = rng.choice(pool, size=min(negatives, len(pool)), replace=False)
-        out[q] = np.concatenate([items, drawn, np.full(negatives - len(drawn), items[0])])
+        out[q] = np.concatenate([items, drawn, np.zeros(negatives - len(drawn), np.int64)])
     return out
 
 
@@ -131,6 +131,7 @@ def rl_comparison(specs, conf, windows: Mapping[str, np.ndarray], serving: Mappi
         start = time.perf_counter()
         model = _train(specs, model_conf, fit, epochs, seed)
         scores = np.take_along_axis(dqn.head_scorer(model, head)(state), candidates, axis=1)
+        scores = np.where(candidates > 0, scores, -np.inf)           # padding slots rank last
         result[name] = rl_metrics(scores, candidates, queries["future"], k)
         result["seconds"][name] = round(time.perf_counter() - start, 1)
         log.info("rl_holdout %s: %s (%d held-out users, %d epochs, %.0fs)", name, result[name], len(users), epochs,

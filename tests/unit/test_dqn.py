@@ -49,6 +49,8 @@ def test_hits_within_next_n_and_next_item_ndcg_on_two_users():
     metrics = rl_metrics(scores, candidates, future, k=2)
     assert metrics["hits@2_next2"] == pytest.approx((0.5 + 1.0) / 2)
     assert metrics["ndcg@2"] == pytest.approx((1 / np.log2(3) + 1.0) / 2)
+    # a future event counts once however many top slots hold its item: 1 of min(2, 1) -> 1.0, not 2.0
+    assert rl_metrics(np.array([[0.9, 0.8, 0.1]]), np.array([[5, 5, 6]]), np.array([[5]]), k=2)["hits@2_next1"] == 1.0
 
 
 def test_cut_leaves_the_latest_n_items_as_the_future():

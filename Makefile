@@ -23,7 +23,7 @@ AIRFLOW_STAMP = $(AIRFLOW_VENV)/.installed-$(shell cat requirements-airflow.txt 
 READERS_STAMP = $(READERS_VENV)/.installed-$(shell cat requirements-readers.txt | sha256sum | cut -c1-16)
 DATE ?= 2024-01-15
 
-.PHONY: setup check-java nightly test test-quick bench-prep bench-train bench-recommend bench-quality bench-backfill bench-scale bench-diversity bench-toolbox synthetic dist clean \
+.PHONY: setup check-java nightly test test-quick bench-prep bench-train bench-recommend bench-quality bench-backfill bench-scale bench-diversity bench-toolbox bench-rl synthetic dist clean \
 	airflow-env airflow-test airflow-dags-test readers-env readers-test \
 	cluster-up cluster-down cluster-status cluster-env cluster-nightly cluster-test
 
@@ -85,6 +85,9 @@ bench-toolbox: setup
 
 bench-backfill: setup
 	$(PY) -m benchmarks.bench_backfill $(ARGS)
+
+bench-rl: setup
+	$(PY) -m benchmarks.bench_rl $(ARGS)
 
 bench-scale: setup
 	$(PY) -m benchmarks.bench_scale $(ARGS)

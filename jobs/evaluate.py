@@ -29,6 +29,7 @@ from libs import diversity as D, schema as S
 from libs.evaluation_report import publish_report
 from libs.evaluation_segments import segment_rows
 from libs.log import step
+from libs.rl_comparison import evaluation_rows as rl_evaluation_rows
 from libs.runtime import JobContext, job_main
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,8 @@ def run(ctx: JobContext) -> Dict[str, int]:
         als.unpersist()
         rows += blend_metric_rows(cfg.storage.warehouse, cfg.run.run_id, cfg.run_date)
         rows += training_metric_rows(ctx, cfg.train.models, cfg.run_date)
+        # the offline RL re-ranker against its supervised twin on held-out users (libs.rl_comparison)
+        rows += rl_evaluation_rows(store, cfg, cfg.train.models, cfg.run_date, ctx.model_run)
         # metrics by user segment, as extra rows (libs.evaluation_segments)
         rows += segment_rows(store, [(FINAL, model_run, recs), (POPULARITY, None, popular)], truth, k, cfg.run_date)
         seen.unpersist(), popular.unpersist()

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 CONF_DIR_ENV = "NIGHTREC_CONF_DIR"
-MODEL_NAMES = ("sasrec", "deep_cf", "dien", "content", "multvae")  # the keys of libs.models.MODELS (checked there)
+MODEL_NAMES = ("sasrec", "deep_cf", "dien", "content", "multvae", "dqn")  # the keys of libs.models.MODELS (checked there)
 RUN_DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -126,6 +126,20 @@ class ModelConf:
 
 
 @dataclass
+class DQNConf(ModelConf):
+    """The offline RL re-ranker (libs/models/dqn.py) and its comparison with the supervised ranker."""
+
+    gamma: float = 0.5                  # discount of the one-step double-Q target
+    horizon: int = 5                    # N: reward window (repeat bonus) and the comparison's next-N hits
+    repeat_bonus: float = 0.5           # reward + bonus**k when the action recurs k events later (k < N)
+    td_weight: float = 1.0              # weight of the TD loss beside the supervised softmax
+    cql_weight: float = 1.0             # conservative term: keeps Q low on actions the logs never took
+    holdout_buckets: int = 10           # comparison: 1 of this many user hash buckets held out of training
+    comparison_epochs: int = 3          # comparison: epochs of both models (the cost cap)
+    comparison_negatives: int = 100     # comparison: sampled never-touched items added to the candidates
+
+
+@dataclass
 class TrainConf:
     num_proc: int = 2
     start_timeout_s: int = 120          # every Horovod rank must have started within this (else a clear error)
@@ -139,6 +153,7 @@ class TrainConf:
     content: ModelConf = field(default_factory=ModelConf)
     sasrec: ModelConf = field(default_factory=ModelConf)
     multvae: ModelConf = field(default_factory=ModelConf)
+    dqn: DQNConf = field(default_factory=DQNConf)
 
 
 @dataclass
@@ -365,6 +380,13 @@ def _validate(cfg: Config) -> None:
          "train.multvae.kl_beta must be >= 0 and train.multvae.kl_anneal_steps >= 1")
     need(0 <= vae.dropout < 1 and len(vae.hidden_units) >= 1 and vae.embedding_dim >= 1,
          "train.multvae needs dropout in [0, 1), at least one hidden_units layer and embedding_dim >= 1")
+    dqn = cfg.train.dqn
+    need(0 <= dqn.gamma < 1, "train.dqn.gamma must be in [0, 1)")
+    need(dqn.horizon >= 1 and dqn.comparison_epochs >= 1 and dqn.comparison_negatives >= 0,
+         "train.dqn.horizon and train.dqn.comparison_epochs must be >= 1, comparison_negatives >= 0")
+    need(min(dqn.repeat_bonus, dqn.td_weight, dqn.cql_weight) >= 0,
+         "train.dqn.repeat_bonus, td_weight and cql_weight must be >= 0")
+    need(dqn.holdout_buckets >= 2, "train.dqn.holdout_buckets must be >= 2 (one bucket is held out)")
     need(cfg.features.history_length >= 1, "features.history_length must be >= 1")
     need(cfg.features.sequence_length >= 2, "features.sequence_length must be >= 2")
     need(cfg.recommend.k >= 1, "recommend.k must be >= 1")

@@ -94,7 +94,9 @@ PROTOCOL_NCF = "ncf"                     # the held-out item among 99 never-touc
 PROTOCOL_SEQUENCE = "sequence"           # next-item AUC against a sampled negative (DIEN)
 PROTOCOL_VALIDATION = "validation_full_ranking"  # each user's validation item, every item it did not
                                          # train on ranked; written in both modes (the blend fit's figures)
+PROTOCOL_RL_HOLDOUT = "rl_holdout"        # dqn vs its supervised twin on held-out users' next items (libs.rl_comparison)
 MODEL_FINAL = "final"                    # the recommendations table itself
+MODEL_RL_SUPERVISED = "dqn_supervised"   # rl_holdout: the dqn architecture trained with its softmax head only
 MODEL_POPULARITY = "popularity"          # the popularity baseline of the same run
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from libs import conf, schema as S
-from libs.models import content, deep_cf, dien, multvae, sasrec
+from libs.models import content, deep_cf, dien, dqn, multvae, sasrec
 from libs.serving import pair_candidate_scorer
 
 NCF_PROTOCOL, SEQUENCE_PROTOCOL = S.PROTOCOL_NCF, S.PROTOCOL_SEQUENCE
@@ -58,6 +58,8 @@ class ModelDef:
     # explanations: (model, item_content, its served candidate scorer or None) -> ((query columns, items (U, K))
     # -> (U, K) item index of the history item it attends to most for each item, 0 = none); libs/explanations.py
     explainer: Optional[Callable] = None
+    # rankers whose Keras output is not the pair probability: (model, pair columns) -> (N,) probabilities
+    pair_scorer: Optional[Callable] = None
 
 
 MODELS: Dict[str, ModelDef] = {
@@ -80,6 +82,10 @@ MODELS: Dict[str, ModelDef] = {
                         label=multvae.LABEL_COLUMN, loss=multvae.multinomial_log_likelihood, ranks=False,
                         retrieval=Retrieval(multvae.INPUT_COLUMNS, multvae.user_encoder,
                                             lambda model, _: multvae.item_vectors(model))),
+    # offline RL re-ranker (SQN): trained on the sasrec windows, ranks candidates by Q(s, a)
+    "dqn": ModelDef(dqn.build_dqn, S.NEXT_ITEM_EXAMPLES, dqn.INPUT_COLUMNS, label=dqn.LABEL_COLUMN,
+                    loss=sasrec.masked_catalog_softmax, candidate_scorer=dqn.candidate_scorer,
+                    pair_scorer=dqn.pair_scorer, protocols=(NCF_PROTOCOL, S.PROTOCOL_RL_HOLDOUT)),
 }
 MODEL_NAMES = tuple(MODELS)
 assert set(MODEL_NAMES) == set(conf.MODEL_NAMES), "libs.conf.MODEL_NAMES must list the registry's models"
@@ -116,7 +122,7 @@ def inference_columns(name: str) -> List[str]:
     """Columns a model reads to score (user, item) pairs (rankers) or to encode a user (retrievers)."""
     spec = model_def(name)
     if spec.ranks:
-        return list(spec.input_columns)
+        return list(spec.input_columns) + ([] if S.ITEM_IDX in spec.input_columns else [S.ITEM_IDX])
     return list(spec.retrieval.user_columns) + [S.ITEM_IDX]
 
 
@@ -146,7 +152,7 @@ def pair_scores(name: str, model, inputs: Mapping[str, np.ndarray]) -> np.ndarra
     """(N,) scores of N (user, item) rows: a ranker's probability, else the retrieval dot product."""
     spec = model_def(name)
     if spec.ranks:
-        return score(model, inputs)
+        return (spec.pair_scorer or score)(model, inputs)
     # rows repeat each user once per candidate: encode every distinct user once
     user_columns = {c: np.asarray(inputs[c]) for c in spec.retrieval.user_columns}
     keys = np.concatenate([v.reshape(len(v), -1) for v in user_columns.values()], axis=1)

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.horovod]
 
 N_USERS, N_ITEMS, HIST, TOKENS, GENRES, SEQ_L = 12, 30, 5, 3, 4, 4
 EPOCHS, BATCH = 2, 16
-MODELS = ["sasrec", "deep_cf", "dien", "content", "multvae"]
+MODELS = ["sasrec", "deep_cf", "dien", "content", "multvae", "dqn"]
 WINDOWS = 20  # next_item_examples rows per user
 SMALL_MODELS = {f"train.{m}.{key}": value for m in MODELS
                 for key, value in (("embedding_dim", 8), ("hidden_units", "[8]"), ("batch_size", BATCH),
@@ -102,20 +102,21 @@ class TestTrainedWithTwoRanks:
         assert record["table_versions"][table] == store.version(table) == 0
         assert record["table_versions"][S.EVAL_CANDIDATES.name] == 0
         windows = N_USERS * WINDOWS
-        rows = {"sasrec": windows, "multvae": windows, "deep_cf": N_USERS * 30}.get(name, N_USERS * 30)
+        rows = {"sasrec": windows, "multvae": windows, "dqn": windows, "deep_cf": N_USERS * 30}.get(name, N_USERS * 30)
         assert record["table_rows"][table] == rows
-        train_rows = rows if name in ("sasrec", "multvae", "deep_cf") else N_USERS * 30 - N_USERS * 3
+        train_rows = rows if name in ("sasrec", "multvae", "dqn", "deep_cf") else N_USERS * 30 - N_USERS * 3
         assert record["train_rows"] == train_rows
         assert record["num_proc"] == 2
         assert record["steps_per_epoch"] == train_rows // (BATCH * 2)
         assert record["hyper_parameters"]["embedding_dim"] == 8
         assert len(record["epoch_loss"]) == EPOCHS and all(np.isfinite(record["epoch_loss"]))
         assert len(record["examples_per_sec"]) == EPOCHS and min(record["examples_per_sec"]) > 0
-        loss = {"sasrec": "masked_catalog_softmax", "multvae": "multinomial_log_likelihood"}.get(
-            name, "binary_crossentropy")
-        extra = {"dien": ["auxiliary_loss"], "multvae": ["multvae"]}.get(name, [])  # multvae: its KL term
+        loss = {"sasrec": "masked_catalog_softmax", "dqn": "masked_catalog_softmax",
+                "multvae": "multinomial_log_likelihood"}.get(name, "binary_crossentropy")
+        # dien: its auxiliary loss; multvae: its KL term; dqn: its TD + CQL terms
+        extra = {"dien": ["auxiliary_loss"], "multvae": ["multvae"], "dqn": ["sqn"]}.get(name, [])
         assert record["loss_terms"] == [loss] + extra
-        retrieves = name != "dien"  # retrievers pick their epoch on the validation queries
+        retrieves = name not in ("dien", "dqn")  # retrievers pick their epoch on the validation queries
         assert ("best_epoch" in record) == retrieves
         if retrieves:
             assert [e["epoch"] for e in record["validation_by_epoch"]] == list(range(1, EPOCHS + 1))

@@ -54,6 +54,8 @@ def test_cluster_env_keeps_master_unset():
     ("train.multvae.dropout=1.0", r"train.multvae needs dropout in \[0, 1\)"),
     ("train.multvae.hidden_units=[]", "at least one hidden_units layer"),
     ("recommend.explain_with=[dien, attention]", r"recommend.explain_with: unknown model\(s\) \['attention'\]"),
+    ("train.dqn.gamma=1.5", r"train.dqn.gamma must be in \[0, 1\)"),
+    ("train.deep_cf.gamma=0.5", "unknown config key.*train.deep_cf.gamma"),
 ])
 def test_bad_values_fail_with_the_key_path(override, message):
     with pytest.raises(ConfigError, match=message):

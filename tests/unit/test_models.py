@@ -45,7 +45,7 @@ def synthetic_batch(n=64, seed=0):
     }
 
 
-@pytest.mark.parametrize("name", ["sasrec", "deep_cf", "dien", "content", "multvae"])
+@pytest.mark.parametrize("name", ["sasrec", "deep_cf", "dien", "content", "multvae", "dqn"])
 class TestEveryModel:
     conf = ModelConf(embedding_dim=8, hidden_units=[16, 8], learning_rate=0.01, l2=1e-6, dropout=0.0)
 

@@ -2,7 +2,8 @@
 import pytest
 from pyspark.sql import functions as F
 
-from libs import schema as S
+from libs import diversity as D, schema as S
+from libs.report import report_path
 from libs.runtime import make_context
 from pipelines import nightly
 from tests.conftest import make_config
@@ -10,11 +11,16 @@ from tests.conftest import make_config
 pytestmark = [pytest.mark.spark, pytest.mark.horovod, pytest.mark.slow]
 
 RUN_DATE = "2024-01-15"
+# the defaults plus the offline RL re-ranker (off by default), so its rl_holdout comparison reaches the
+# report too; short epochs keep the suite's time
+WITH_DQN = ["--set", "train.models=[sasrec, deep_cf, dien, content, multvae, dqn]",
+            "--set", "train.dqn.epochs=3", "--set", "train.dqn.comparison_epochs=1"]
 NDCG_MARGIN = 0.005   # absolute; measured on ml-100k: see the closing note of issue 13
 
 
 def test_nightly_on_ml100k_meets_the_contract_and_beats_popularity(warehouse, capsys):
-    assert nightly.main(["--env", "local", "--run-date", RUN_DATE, "--set", f"storage.warehouse={warehouse}"]) == 0
+    assert nightly.main(["--env", "local", "--run-date", RUN_DATE, "--set", f"storage.warehouse={warehouse}",
+                         *WITH_DQN]) == 0
     assert "recommendations: " in capsys.readouterr().out
 
     ctx = make_context(make_config(warehouse))
@@ -39,6 +45,35 @@ def test_nightly_on_ml100k_meets_the_contract_and_beats_popularity(warehouse, ca
         other = metrics[(baseline, S.PROTOCOL_FULL_RANKING, "ndcg@10")]
         assert final > other + NDCG_MARGIN, f"NDCG@10: recommendations {final:.4f} vs {baseline} {other:.4f}"
     assert metrics[("sasrec", S.PROTOCOL_FULL_RANKING, "ndcg@10")] > 0  # the sequence retriever alone is scored too
+    popularity = metrics[(S.MODEL_POPULARITY, S.PROTOCOL_FULL_RANKING, "ndcg@10")]
+    assert metrics[("multvae", S.PROTOCOL_FULL_RANKING, "ndcg@10")] > popularity  # the autoencoder retriever alone
+
+    # the list metrics of the final table and of every stage and baseline, beside NDCG
+    for model in (S.MODEL_FINAL, S.MODEL_POPULARITY, "als", "sasrec", "multvae"):
+        for name in D.LIST_METRICS:
+            assert 0 < metrics[(model, S.PROTOCOL_FULL_RANKING, name)] <= 1, (model, name)
+    assert (metrics[(S.MODEL_POPULARITY, S.PROTOCOL_FULL_RANKING, D.POPULARITY_PERCENTILE)]
+            > metrics[(S.MODEL_FINAL, S.PROTOCOL_FULL_RANKING, D.POPULARITY_PERCENTILE)])
+
+    # the RL re-ranker against its supervised twin on the same held-out users
+    rl = {m: {name: metrics[(m, S.PROTOCOL_RL_HOLDOUT, name)] for name in ("ndcg@10", "hits@10_next5", "users")}
+          for m in ("dqn", S.MODEL_RL_SUPERVISED)}
+    assert rl["dqn"]["users"] == rl[S.MODEL_RL_SUPERVISED]["users"] > 50
+    assert all(0 <= f[name] <= 1 for f in rl.values() for name in ("ndcg@10", "hits@10_next5"))
+
+    # every row says why: ranked rows name a history item of the user, fallback rows say popular
+    reasons = recs.groupBy(S.SOURCE, F.split(S.REASON, ":")[0].alias("kind")).count().collect()
+    assert {(r[S.SOURCE], r["kind"]) for r in reasons} <= {
+        ("ranked", S.REASON_BECAUSE_YOU_WATCHED.rstrip(":")), ("fallback", S.REASON_POPULAR_RECENTLY)}
+    explained = recs.where(F.col(S.SOURCE) == "ranked").select(
+        S.USER_ID, F.substring_index(S.REASON, ":", -1).alias(S.ITEM_ID))
+    history = seen.select(S.USER_ID, S.ITEM_ID).distinct()
+    assert explained.join(history, [S.USER_ID, S.ITEM_ID], "left_anti").count() == 0, "a reason not in the history"
+
+    with open(report_path(warehouse, RUN_DATE)) as fh:
+        report = fh.read()
+    for section in ("multvae", "Diversity of the lists", "Reasons shown with the recommendations", S.PROTOCOL_RL_HOLDOUT):
+        assert section in report, section
 
     # tuning (epochs, blend weights) saw validation items only: each user's validation item is not the
     # test item, the validation query stops before it, and nothing trained on either
@@ -57,5 +92,5 @@ def test_nightly_on_ml100k_meets_the_contract_and_beats_popularity(warehouse, ca
     # a rerun of the date leaves one copy of the date's rows
     before = recs.count()
     assert nightly.main(["--env", "local", "--run-date", RUN_DATE, "--set", f"storage.warehouse={warehouse}",
-                         "--from-step", "recommend"]) == 0
+                         *WITH_DQN, "--from-step", "recommend"]) == 0
     assert store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == RUN_DATE).count() == before

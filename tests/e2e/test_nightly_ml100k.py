@@ -11,16 +11,18 @@ from tests.conftest import make_config
 pytestmark = [pytest.mark.spark, pytest.mark.horovod, pytest.mark.slow]
 
 RUN_DATE = "2024-01-15"
-# the defaults plus the offline RL re-ranker (off by default), so its rl_holdout comparison reaches the
-# report too; short epochs keep the suite's time
-WITH_DQN = ["--set", "train.models=[sasrec, deep_cf, dien, content, multvae, dqn]",
-            "--set", "train.dqn.epochs=3", "--set", "train.dqn.comparison_epochs=1"]
+# the defaults plus the two models that are off by default: the autoencoder retriever and the offline
+# RL re-ranker, so its stage and the rl_holdout comparison reach the report too; short dqn epochs keep
+# the suite's time
+WITH_TOOLBOX = ["--set", "train.models=[sasrec, deep_cf, dien, content, multvae, dqn]",
+                "--set", "recommend.retrievers={sasrec: 50, deep_cf: 20, multvae: 50}",
+                "--set", "train.dqn.epochs=3", "--set", "train.dqn.comparison_epochs=1"]
 NDCG_MARGIN = 0.005   # absolute; measured on ml-100k: see the closing note of issue 13
 
 
 def test_nightly_on_ml100k_meets_the_contract_and_beats_popularity(warehouse, capsys):
     assert nightly.main(["--env", "local", "--run-date", RUN_DATE, "--set", f"storage.warehouse={warehouse}",
-                         *WITH_DQN]) == 0
+                         *WITH_TOOLBOX]) == 0
     assert "recommendations: " in capsys.readouterr().out
 
     ctx = make_context(make_config(warehouse))
@@ -92,5 +94,5 @@ def test_nightly_on_ml100k_meets_the_contract_and_beats_popularity(warehouse, ca
     # a rerun of the date leaves one copy of the date's rows
     before = recs.count()
     assert nightly.main(["--env", "local", "--run-date", RUN_DATE, "--set", f"storage.warehouse={warehouse}",
-                         *WITH_DQN, "--from-step", "recommend"]) == 0
+                         *WITH_TOOLBOX, "--from-step", "recommend"]) == 0
     assert store.read(S.RECOMMENDATIONS.name).where(F.col(S.RUN_DATE) == RUN_DATE).count() == before

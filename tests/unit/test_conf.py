@@ -22,7 +22,7 @@ def test_a_mapping_value_replaces_the_mapping_and_a_dotted_key_changes_one_entry
     whole = load_config(env="local", overrides=["recommend.retrievers={deep_cf: 50}"])
     assert whole.recommend.retrievers == {"deep_cf": 50}                # not merged into the default
     default = load_config(env="local").recommend.retrievers
-    assert set(default) == {"sasrec", "deep_cf", "multvae"}
+    assert set(default) == {"sasrec", "deep_cf"}
     one = load_config(env="local", overrides=["recommend.retrievers.deep_cf=30"])
     assert one.recommend.retrievers == {**default, "deep_cf": 30}      # the other entries kept
     both = load_config(env="local", overrides=["recommend.retrievers={deep_cf: 50}", "recommend.retrievers.content=10"])

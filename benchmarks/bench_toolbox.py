@@ -4,13 +4,13 @@ retriever, the diversity curve, and the RL re-ranker against its supervised twin
     python -m benchmarks.bench_toolbox [--dataset ml-1m]          (or: make bench-toolbox ARGS=...)
     python -m benchmarks.bench_toolbox --warehouse W --run-date D --base-run-id R   (reuse a night)
 
-1. The night before the toolbox: every step with the sequence-retrieval defaults
-   (``BEFORE_TOOLBOX``: no autoencoder), into a fresh warehouse under ``.bench/``; or, with
-   ``--base-run-id``, a night already run in ``--warehouse`` with those settings (its step times are
-   then not printed). Its stage table is printed before step 2 replaces the date's metrics.
-2. The night with today's defaults on the same feature tables: the models the first night did not
-   train (multvae) are trained, the others are its published runs; then recommend and evaluate.
-   Its stage table: each retriever alone, final, ALS and popularity, with the list metrics.
+1. A night with the defaults (no autoencoder), every step, into a fresh warehouse under
+   ``.bench/``; or, with ``--base-run-id``, a night already run in ``--warehouse`` with them (its step
+   times are then not printed). Its stage table is printed before step 2 replaces the date's metrics.
+2. The night with the autoencoder retriever (``WITH_AUTOENCODER``) on the same feature tables: the
+   models the first night did not train (multvae) are trained, the others are its published runs;
+   then recommend and evaluate. Its stage table: each retriever alone, final, ALS and popularity,
+   with the list metrics, and the blend fit (validation) that decides whether it helps.
 3. :func:`benchmarks.bench_diversity.diversity_curve` on that night (candidates blended once, MMR
    per ``recommend.diversity`` value).
 4. :func:`benchmarks.bench_rl.rl_vs_supervised` on the same feature tables (protocol rl_holdout).
@@ -30,12 +30,13 @@ from libs.conf import load_config
 from libs.runtime import make_context
 from pipelines import nightly
 
-# the defaults before this toolbox (models and retrievers of the sequence-retrieval issue)
-BEFORE_TOOLBOX = ["train.models=[sasrec, deep_cf, dien, content]", "recommend.retrievers={sasrec: 50, deep_cf: 20}"]
+# the defaults plus the autoencoder retriever (multvae is not a default: README, Autoencoder retriever)
+WITH_AUTOENCODER = ["train.models=[sasrec, deep_cf, dien, content, multvae]",
+                    "recommend.retrievers={sasrec: 50, deep_cf: 20, multvae: 50}"]
 
 
 def toolbox_night(ctx, trained_before) -> dict:
-    """Train the default models the first night did not, then recommend and evaluate; seconds per step."""
+    """Train the models the first night did not, then recommend and evaluate; seconds per step."""
     from jobs import train
 
     seconds = {}
@@ -58,7 +59,7 @@ def main(argv=None):
     parser.add_argument("--warehouse", default=None, help="default .bench/toolbox-<dataset> (made afresh)")
     parser.add_argument("--run-date", default="2003-03-01")
     parser.add_argument("--base-run-id", default=None,
-                        help="a night already run in --warehouse with the BEFORE_TOOLBOX settings: skip step 1")
+                        help="a night already run in --warehouse with the defaults: skip step 1")
     parser.add_argument("--knobs", default=",".join(str(v) for v in KNOBS), help="MMR lambdas, comma-separated")
     parser.add_argument("--rl-epochs", type=int, default=None, help="default train.dqn.comparison_epochs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -70,15 +71,15 @@ def main(argv=None):
     sets = [f"storage.warehouse={warehouse}", f"run.date={args.run_date}", *args.overrides]
 
     before = load_config(env="local", dataset=args.dataset,
-                         overrides=sets + BEFORE_TOOLBOX + [f"run.run_id={args.base_run_id or 'bench-before-toolbox'}"])
+                         overrides=sets + [f"run.run_id={args.base_run_id or 'bench-defaults'}"])
     ctx = make_context(before)
     seconds = None if args.base_run_id else run_night(ctx)
-    report_night(ctx, seconds, f"{args.dataset}, before the toolbox (retrievers {dict(before.recommend.retrievers)})")
+    report_night(ctx, seconds, f"{args.dataset}, the defaults (retrievers {dict(before.recommend.retrievers)})")
 
-    now = load_config(env="local", dataset=args.dataset, overrides=sets + ["run.run_id=bench-toolbox"])
+    now = load_config(env="local", dataset=args.dataset, overrides=sets + WITH_AUTOENCODER + ["run.run_id=bench-toolbox"])
     ctx = make_context(now)
     report_night(ctx, toolbox_night(ctx, before.train.models),
-                 f"{args.dataset}, with the toolbox defaults (retrievers {dict(now.recommend.retrievers)})")
+                 f"{args.dataset}, with the autoencoder retriever (retrievers {dict(now.recommend.retrievers)})")
     diversity_curve(ctx, [float(v) for v in args.knobs.split(",") if v])
     rl_vs_supervised(ctx, args.rl_epochs)
 
